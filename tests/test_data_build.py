@@ -1,5 +1,7 @@
 """Tables -> GraphData -> splits -> GraphTensor on the tiny hand-checkable graph."""
 
+import re
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -9,6 +11,7 @@ from tfrec.cli import main
 from tfrec.data.build import build_graph
 from tfrec.data.graph_data import load_graph_data
 from tfrec.data.splits import SplitConfig, split_interactions
+from tfrec.errors import TfrecError
 
 RATIOS = (0.6, 0.2, 0.2)
 
@@ -52,6 +55,34 @@ def test_random_split_is_seeded_and_sized(tiny):
     per_user = {u: np.bincount(a.pair_split[a.pair_user == k], minlength=3).tolist()
                 for k, u in enumerate(["u1", "u2", "u3", "u4"])}
     assert per_user == {"u1": [3, 1, 1], "u2": [2, 1, 1], "u3": [1, 1, 1], "u4": [2, 0, 0]}
+
+
+def test_cold_items_are_held_out_whole(tiny):
+    data = load_graph_data(tiny / "schema.pbtxt")
+    split = split_interactions(data, SplitConfig("temporal", RATIOS, cold_items=0.5))
+    # seed 0 picks 3 of the 6 items: i3, i5, i6; every pair of theirs is a test pair
+    cold = {"i3", "i5", "i6"}
+    train, valid = pairs_of(data, split, "train"), pairs_of(data, split, "valid")
+    assert not cold & {i for _, i in train + valid}
+    assert {p for p in pairs_of(data, split, "test") if p[1] in cold} == {
+        ("u1", "i3"), ("u1", "i5"), ("u2", "i3"), ("u2", "i6"), ("u3", "i5"), ("u3", "i6")}
+    # the warm pairs split per user as usual: u1 (i1, i2, i4 by time) 1/1/1, others < 3: train
+    assert valid == [("u1", "i2")]
+    assert ("u1", "i4") in pairs_of(data, split, "test")
+    assert train == [("u1", "i1"), ("u2", "i1"), ("u2", "i2"), ("u3", "i4"), ("u4", "i1"),
+                     ("u4", "i2")]
+    again = split_interactions(data, SplitConfig("temporal", RATIOS, cold_items=0.5))
+    assert (again.pair_split == split.pair_split).all()
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(cold_items=1.0), "split cold_items 1.0 must be a share of the items in [0, 1)"),
+    (dict(method="files", split_dir="x", cold_items=0.1),
+     "split cold_items does not apply to an explicit split"),
+])
+def test_bad_cold_items(kwargs, message):
+    with pytest.raises(TfrecError, match=re.escape(message)):
+        SplitConfig(**kwargs)
 
 
 def test_repeated_pairs_share_a_split(tiny):

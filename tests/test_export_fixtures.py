@@ -23,6 +23,11 @@ def make_artifacts(num_users=5, num_items=12, dim=4, seed=0, scorer=None, text_e
                             metadata={"schema": "test", "metrics": {"recall@10": 0.5}})
 
 
+def retrieval_scores(artifacts, queries):
+    """queries [B, D] -> [B, I]: dot products with every item plus the item bias."""
+    return queries @ artifacts.item_embeddings.T + artifacts.item_bias
+
+
 def make_scorer(dim=4, seed=1):
     """A tiny ranking head: (user [B, D], item [B, D]) -> [B] = Dense(1)(relu(Dense(8)(u*i)))."""
     tf.keras.utils.set_random_seed(seed)

@@ -14,7 +14,7 @@ import textwrap
 import numpy as np
 import pytest
 from test_export_fixtures import (MeanTextEncoder, make_artifacts, make_scorer, reference_top_k,
-                                  seen_rows, tf)
+                                  retrieval_scores, seen_rows, tf)
 
 from tfrec.export.exporter import METADATA_FILE, WARMUP_FILE, export_model
 
@@ -53,7 +53,7 @@ def _check_top_k(out, artifacts, scores, exclude, k):
 def test_serving_default_is_numpy_top_k_without_seen_items(full, k):
     artifacts, _, model = full
     out = model.signatures["serving_default"](user_id=tf.constant(USERS), k=tf.constant(k))
-    scores = artifacts.user_embeddings @ artifacts.item_embeddings.T
+    scores = retrieval_scores(artifacts, artifacts.user_embeddings)
     _check_top_k(out, artifacts, scores, [seen_rows(artifacts, u) for u in range(5)], k)
     # k = 12 = I: u0 saw 3 items, so its last 3 places are padding ("" and -inf).
     if k == 12:
@@ -77,7 +77,7 @@ def test_history_uses_mean_of_history_items_and_excludes_them(full):
     # Reference: query = mean of the row's item embeddings; those items are excluded.
     rows = [[3, 7], [11]]
     queries = np.stack([artifacts.item_embeddings[r].mean(axis=0) for r in rows])
-    _check_top_k(out, artifacts, queries @ artifacts.item_embeddings.T, rows, 4)
+    _check_top_k(out, artifacts, retrieval_scores(artifacts, queries), rows, 4)
 
 
 def test_score_applies_the_scorer_to_every_pair(full):
@@ -91,11 +91,11 @@ def test_score_applies_the_scorer_to_every_pair(full):
     np.testing.assert_allclose(out["scores"].numpy(), expected, rtol=1e-5, atol=1e-6)
 
 
-def test_score_without_scorer_is_the_dot_product(plain):
+def test_score_without_scorer_is_the_retrieval_score(plain):
     artifacts, _, model = plain
     out = model.signatures["score"](user_id=tf.constant(["u2"]),
                                     item_ids=tf.constant([["item-4", "item-9"]]))
-    expected = artifacts.item_embeddings[[4, 9]] @ artifacts.user_embeddings[2]
+    expected = retrieval_scores(artifacts, artifacts.user_embeddings[[2]])[0, [4, 9]]
     np.testing.assert_allclose(out["scores"].numpy(), [expected], rtol=1e-5)
 
 
@@ -112,7 +112,7 @@ def test_plain_dot_product_serving_default_and_no_item_text(plain):
     artifacts, _, model = plain
     assert sorted(model.signatures) == ["history", "score", "serving_default", "similar_items"]
     out = model.signatures["serving_default"](user_id=tf.constant(["u3"]), k=tf.constant(5))
-    scores = artifacts.user_embeddings[[3]] @ artifacts.item_embeddings.T
+    scores = retrieval_scores(artifacts, artifacts.user_embeddings[[3]])
     _check_top_k(out, artifacts, scores, [seen_rows(artifacts, 3)], 5)
 
 
@@ -234,7 +234,7 @@ def test_loads_and_answers_with_only_tensorflow_and_tensorflow_text(full):
     assert done.returncode == 0, done.stderr[-2000:]
     result = json.loads(done.stdout.strip().splitlines()[-1])
     assert result["banned"] == []
-    rows, values = reference_top_k(artifacts.user_embeddings[[1]] @ artifacts.item_embeddings.T,
+    rows, values = reference_top_k(retrieval_scores(artifacts, artifacts.user_embeddings[[1]]),
                                    [seen_rows(artifacts, 1)], 3)
     assert result["ids"] == artifacts.item_ids[rows[0]].tolist()
     np.testing.assert_allclose(result["scores"], values[0], rtol=1e-5)

@@ -73,6 +73,8 @@ def _broken(**changes):
     (dict(user_embeddings=np.zeros((5, 3), np.float32)), "one D"),
     (dict(item_embeddings=np.zeros((11, 4), np.float32)), "do not match embeddings"),
     (dict(item_embeddings=np.full((12, 4), np.nan, np.float32)), "item_embeddings contains NaN"),
+    (dict(item_bias=np.zeros(11, np.float32)), r"item_bias must be \[I\] = \[12\]"),
+    (dict(item_bias=np.full(12, np.inf, np.float32)), "item_bias contains NaN"),
     (dict(seen_indptr=np.array([0, 1, 2])), "seen_indptr must be"),
     (dict(seen_indptr=np.array([0, 3, 2, 4, 8, 10])), "non-decreasing"),
     (dict(seen_indices=np.array([0, 1, 2, 3, 4, 5, 6, 7, 8, 12])), r"item rows in \[0, 12\)"),

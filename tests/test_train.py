@@ -132,6 +132,28 @@ def test_message_passing_sees_training_pairs_only():
     assert not held_out & train_pairs
 
 
+def test_items_without_training_pairs_get_no_id_embedding_and_no_bias():
+    config = tiny_config()
+    config = Config(config.model, config.text, config.train,
+                    SplitConfig("temporal", (0.6, 0.2, 0.2), cold_items=0.5))
+    prepared = prepare(TINY, config)
+    cold = [2, 4, 5]  # i3, i5, i6: every pair held out (tests/test_data_build.py)
+    assert prepared.inputs.nodes["item"].id_mask.tolist() == [1, 1, 0, 1, 0, 0]
+    model = fit_module.build(prepared, config).model
+    model.item_bias.assign(np.arange(1.0, 7.0))
+    before = model.embed()
+    ids = model.encoders["item"].ids.embeddings
+    ids.assign(ids + 1.0)
+    after = model.embed()
+    moved = np.abs(after.item_h0.numpy() - before.item_h0.numpy()).max(axis=1)
+    assert (moved[cold] == 0).all() and (moved[[0, 1, 3]] > 0.5).all()
+    assert after.item_bias.numpy().tolist() == [1, 2, 0, 4, 0, 0]
+    # scores are u.i + b_i: the scoring tables carry the bias as one more column
+    user, item = after.scoring()
+    expected = after.user.numpy() @ after.item.numpy().T + after.item_bias.numpy()
+    np.testing.assert_allclose((user @ tf.transpose(item)).numpy(), expected, rtol=1e-5)
+
+
 def test_mixed_precision_policy_keeps_outputs_float32():
     config = Config(ModelConfig(dim=8, layers=1), tiny_config().text,
                     TrainConfig(mixed_precision=True), SPLIT)
@@ -144,8 +166,8 @@ def test_mixed_precision_policy_keeps_outputs_float32():
         e = trained.model.embed()
         assert e.user.dtype == tf.float32
         assert trained.model.encoders["item"].ids.embeddings.dtype == tf.float32  # float32 weights
-        user, item = fit_module.embeddings(trained.model)
-        assert user.dtype == np.float32 and item.dtype == np.float32  # ... served in float32
+        user, item, bias = fit_module.embeddings(trained.model)
+        assert user.dtype == item.dtype == bias.dtype == np.float32  # ... served in float32
         scores = trained.ranking.scorer((e.user[:2], e.item[:2]))
         assert scores.dtype == tf.float32
     finally:

@@ -49,7 +49,7 @@ def test_export_answers_like_the_embeddings(run, tmp_path, capsys):
     capsys.readouterr()
     art = load_artifacts(str(run))
     # u1 (row 0) has seen i1..i5 in every split, so only i6 can be recommended to it
-    expected = art.item_embeddings @ art.user_embeddings[0]
+    expected = art.item_embeddings @ art.user_embeddings[0] + art.item_bias
     probe = f"""
 import json, sys, tensorflow as tf, tensorflow_text  # noqa
 m = tf.saved_model.load({str(base / "1")!r})

@@ -39,7 +39,12 @@ class ModelConfig:
     combine: how layer outputs (the input state included) form the embedding: mean/last/sum.
     normalize: L2-normalise user and item embeddings, so scores are cosine similarities.
     use_text / use_kg / use_features: ablations (drop text, the knowledge graph, other features).
-    edge_gates: KG relation types and interaction features gate each edge's message."""
+    text_input: "all": every item's initial state includes its projected text (text is evidence
+    for all items); "cold": only users/items without training interactions get it (warm ones
+    rely on ID, features and graph; the alignment head still trains the projection).
+    edge_gates: KG relation types and interaction features gate each edge's message.
+    item_bias: a learned per-item offset added to every user's score of the item (popularity;
+    with normalised embeddings the cosine alone cannot express it)."""
 
     kind: str = _choice("gnn", "mf", "popularity")
     dim: int = _range(64, 4, 4096)
@@ -56,7 +61,9 @@ class ModelConfig:
     use_text: bool = True
     use_kg: bool = True
     use_features: bool = True
+    text_input: str = _choice("all", "cold")
     edge_gates: bool = True
+    item_bias: bool = True
 
 
 @dataclasses.dataclass(frozen=True)
@@ -66,7 +73,10 @@ class TrainConfig:
     catalogues), accidental hits removed,
     scores divided by `temperature`. Loss = retrieval + ranking_weight * ranking (rating
     regression, or purchase classification for implicit data) + align_weight * text/graph
-    alignment. logq corrects in-batch logits by the log of each item's sampling probability.
+    alignment. align_mode "both": text and graph embeddings pull towards each other (the text is
+    a prior on the graph; good when it describes what users choose); "text": only the text
+    projection moves towards the graph embedding (the cold-start path, warm items untouched).
+    logq corrects in-batch logits by the log of each item's sampling probability.
     weight_decay is L2 on the layer-0 states of the batch's users and items."""
 
     epochs: int = _range(40, 1, 100000)
@@ -81,6 +91,7 @@ class TrainConfig:
     logq: bool = True
     ranking_weight: float = _range(0.1, 0.0, 100.0)
     align_weight: float = _range(0.1, 0.0, 100.0)
+    align_mode: str = _choice("both", "text")
     patience: int = _range(5, 1, 10000)
     seed: int = 0
     mixed_precision: bool = False

@@ -5,6 +5,9 @@ import argparse
 from tfrec.errors import TfrecError
 
 
+SPLIT_FLAGS = ("--split", "--ratios", "--seed", "--split-dir", "--cold-items")
+
+
 def add_split_arguments(p: argparse.ArgumentParser) -> None:
     """The split options shared by `data build` and `train`."""
     p.add_argument("--split", choices=["random", "temporal"], default="random",
@@ -13,6 +16,10 @@ def add_split_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ratios", default="0.8,0.1,0.1", metavar="TRAIN,VALID,TEST",
                    help="split ratios (default: 0.8,0.1,0.1)")
     p.add_argument("--seed", type=int, default=0, help="seed of the random split (default: 0)")
+    p.add_argument("--cold-items", type=float, default=0.0, metavar="SHARE",
+                   help="cold-start evaluation: hold out every pair of this share of the "
+                   "interacted items (seeded), so they are tested on text and knowledge graph "
+                   "alone (default: 0)")
     p.add_argument("--split-dir", metavar="DIR",
                    help="explicit split: a folder with train.tsv, valid.tsv, test.tsv (header; "
                    "columns user_id, item_id with the original ids); overrides --split")
@@ -26,7 +33,8 @@ def split_config(args):
     except ValueError:
         raise TfrecError(f"--ratios {args.ratios!r} is not three comma-separated numbers") from None
     method = "files" if args.split_dir else args.split
-    return SplitConfig(method=method, ratios=ratios, seed=args.seed, split_dir=args.split_dir)
+    return SplitConfig(method=method, ratios=ratios, seed=args.seed, split_dir=args.split_dir,
+                       cold_items=args.cold_items)
 
 
 def register(sub) -> None:

@@ -7,6 +7,11 @@ random order ("random") or by earliest timestamp ("temporal"); users with fewer 
 keep all of them for training. Explicit split files ("files") are a folder with train.tsv,
 valid.tsv and test.tsv, each with a header and columns user_id and item_id holding the ORIGINAL
 ids; interactions listed in none of them are dropped.
+
+Cold-start evaluation (`cold_items` > 0, random or temporal): a seeded share of the items that
+have interactions is held out whole: every pair of such an item goes to test, so it is known to
+the model only through its text, features and knowledge-graph edges. The other pairs are split
+per user as above.
 """
 
 import dataclasses
@@ -28,6 +33,7 @@ class SplitConfig:
     ratios: tuple[float, float, float] = (0.8, 0.1, 0.1)
     seed: int = 0
     split_dir: str | None = None  # for method "files"
+    cold_items: float = 0.0  # share of interacted items whose every pair goes to test
 
     def __post_init__(self):
         if self.method not in ("random", "temporal", "files"):
@@ -38,6 +44,12 @@ class SplitConfig:
         if len(r) != 3 or min(r) < 0 or r[0] <= 0 or abs(sum(r) - 1.0) > 1e-6:
             raise TfrecError(f"split ratios {r} must be three non-negative numbers summing to 1 "
                              "with a positive train share")
+        if not 0.0 <= self.cold_items < 1.0:
+            raise TfrecError(f"split cold_items {self.cold_items} must be a share of the items in "
+                             "[0, 1), such as 0.05")
+        if self.method == "files" and self.cold_items:
+            raise TfrecError("split cold_items does not apply to an explicit split (--split-dir): "
+                             "list the cold items' pairs in its test.tsv instead")
 
 
 @dataclasses.dataclass
@@ -111,6 +123,14 @@ def _from_files(data: GraphData, keys: np.ndarray, split_dir: str) -> np.ndarray
     return pair_split
 
 
+def _cold_pairs(items: np.ndarray, config: SplitConfig) -> np.ndarray:
+    """[P] bool: the pairs of round(cold_items x interacted items) items chosen at random."""
+    interacted = np.unique(items)
+    n = int(np.rint(config.cold_items * len(interacted)))
+    cold = np.random.default_rng([config.seed, 1]).choice(interacted, n, replace=False)
+    return np.isin(items, cold)
+
+
 def split_interactions(data: GraphData, config: SplitConfig) -> Split:
     """Assigns every interaction pair of `data` to train, valid or test (or drops it)."""
     inter = data.interactions
@@ -125,11 +145,13 @@ def split_interactions(data: GraphData, config: SplitConfig) -> Split:
             raise TfrecError(f"schema {data.schema.path} names no timestamp feature (extra "
                              "timestamp on the interaction edge set), so it cannot be split by "
                              "time")
-        first_seen = np.full(len(keys), np.inf)
-        np.minimum.at(first_seen, edge_pair, inter.features[ts_name].astype(np.float64))
+        order_key = np.full(len(keys), np.inf)
+        np.minimum.at(order_key, edge_pair, inter.features[ts_name].astype(np.float64))
         # lexsort is stable: ties in time keep pair-key order, so the split is deterministic
-        pair_split = _by_ratio(users, first_seen, config.ratios)
     else:
-        rng = np.random.default_rng(config.seed)
-        pair_split = _by_ratio(users, rng.random(len(keys)), config.ratios)
+        order_key = np.random.default_rng(config.seed).random(len(keys))
+    if config.method != "files":
+        cold = _cold_pairs(items, config)
+        pair_split = np.full(len(keys), SPLITS.index("test"), dtype=np.int8)
+        pair_split[~cold] = _by_ratio(users[~cold], order_key[~cold], config.ratios)
     return Split(users, items, pair_split, edge_pair.reshape(-1))

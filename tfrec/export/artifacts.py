@@ -10,7 +10,8 @@ import numpy as np
 class ExportArtifacts:
     """A trained recommender, reduced to what the serving signatures compute with.
 
-    Retrieval score of (user u, item i) = dot(user_embeddings[u], item_embeddings[i]).
+    Retrieval score of (user u, item i) = dot(user_embeddings[u], item_embeddings[i])
+    + item_bias[i].
 
     Attributes:
       user_ids: [U] str, the ORIGINAL user ids of the source data, in embedding-row order.
@@ -18,6 +19,7 @@ class ExportArtifacts:
       item_titles: [I] str, a display title per item ("" if none).
       user_embeddings: [U, D] float32, final user representations (after the GNN).
       item_embeddings: [I, D] float32, final item representations (after the GNN).
+      item_bias: optional [I] float32 score offset per item (None = 0).
       seen_indptr: [U + 1] int64 and seen_indices: [nnz] int64: CSR rows of the training items
         of each user (row u lists item rows), excluded from that user's recommendations.
       scorer: optional Keras model (user_emb [B, D], item_emb [B, D]) -> [B] float32 ranking score
@@ -39,3 +41,4 @@ class ExportArtifacts:
     scorer: Any = None
     text_encoder: Any = None
     metadata: dict = dataclasses.field(default_factory=dict)
+    item_bias: np.ndarray | None = None

@@ -113,8 +113,9 @@ def export_model(
 class ServingModule(tf.Module):
     """The serving graph of CONTRACT.md over fixed embeddings.
 
-    Variables (non-trainable): user_embeddings [U, D], item_embeddings [I, D], item_unit [I, D]
-    (L2-normalised rows, for cosine `similar_items`), item_ids [I], item_titles [I], and the CSR
+    Variables (non-trainable): user_embeddings [U, D], item_embeddings [I, D], item_bias [I]
+    (added to every retrieval score), item_unit [I, D] (L2-normalised rows, for cosine
+    `similar_items`), item_ids [I], item_titles [I], and the CSR
     of seen items: seen_indptr [U + 1], seen_indices [nnz]. Tables map original string ids to rows
     (-1 when unknown).
     """
@@ -137,6 +138,8 @@ class ServingModule(tf.Module):
 
         self.user_embeddings = const(artifacts.user_embeddings, tf.float32, "user_embeddings")
         self.item_embeddings = const(item_emb, tf.float32, "item_embeddings")
+        bias = np.zeros(len(items)) if artifacts.item_bias is None else artifacts.item_bias
+        self.item_bias = const(bias, tf.float32, "item_bias")
         norms = np.linalg.norm(item_emb, axis=1, keepdims=True)
         self.item_unit = const(item_emb / np.maximum(norms, 1e-12), tf.float32, "item_unit")
         self.item_ids = const(items.astype(object), tf.string, "item_ids")
@@ -171,11 +174,10 @@ class ServingModule(tf.Module):
     def serving_default(self, user_id, k):
         """user_id [B], k [] or [B] -> item_ids [B, k], scores [B, k], titles [B, k].
 
-        Scores are dot(user, item); each user's training items are excluded.
+        Scores are dot(user, item) + item bias; each user's training items are excluded.
         """
         rows = self._rows(self.user_table, user_id, "user")
-        scores = tf.matmul(tf.gather(self.user_embeddings, rows), self.item_embeddings,
-                           transpose_b=True)  # [B, I]
+        scores = self._retrieval_scores(tf.gather(self.user_embeddings, rows))
         starts = tf.gather(self.seen_indptr, rows)
         positions = tf.ragged.range(starts, tf.gather(self.seen_indptr, rows + 1))  # [B, (n)]
         seen = tf.gather(self.seen_indices, positions.flat_values)
@@ -184,7 +186,8 @@ class ServingModule(tf.Module):
     def history(self, history, k):
         """history [B, L] item ids ("" pads), k -> item_ids, scores, titles [B, k].
 
-        The query is the mean embedding of the row's history items; they are excluded.
+        The query is the mean embedding of the row's history items (scores: dot + item bias);
+        the history items are excluded.
         """
         rows = self._rows(self.item_table, history, "item", allow_empty=True)  # [B, L], -1 = pad
         present = rows >= 0
@@ -199,21 +202,23 @@ class ServingModule(tf.Module):
             vectors = tf.gather(self.item_embeddings, tf.maximum(rows, 0))  # [B, L, D]
         vectors *= tf.cast(present, tf.float32)[..., tf.newaxis]
         query = tf.reduce_sum(vectors, axis=1) / tf.maximum(counts, 1.0)[:, tf.newaxis]  # [B, D]
-        scores = tf.matmul(query, self.item_embeddings, transpose_b=True)  # [B, I]
+        scores = self._retrieval_scores(query)
         where = tf.where(present)  # [n, 2] (row, position)
         return self._top_k(_exclude(scores, where[:, 0], tf.gather_nd(rows, where)), k)
 
     def score(self, user_id, item_ids):
-        """user_id [B], item_ids [B, C] -> scores [B, C]: the scorer (or dot product) per pair."""
+        """user_id [B], item_ids [B, C] -> scores [B, C]: the scorer (or retrieval score) per pair."""
         check = tf.debugging.Assert(
             tf.shape(item_ids)[0] == tf.shape(user_id)[0],
             ["score needs one row of item_ids per user_id"],
         )
         with tf.control_dependencies([check]):
             users = tf.gather(self.user_embeddings, self._rows(self.user_table, user_id, "user"))
-        items = tf.gather(self.item_embeddings, self._rows(self.item_table, item_ids, "item"))
+        item_rows = self._rows(self.item_table, item_ids, "item")
+        items = tf.gather(self.item_embeddings, item_rows)
         if self._parts.scorer is None:
-            return {"scores": tf.einsum("bd,bcd->bc", users, items)}
+            return {"scores": tf.einsum("bd,bcd->bc", users, items)
+                    + tf.gather(self.item_bias, item_rows)}
         shape = tf.shape(item_ids)  # [B, C]
         pair_users = tf.repeat(users, shape[1], axis=0)  # [B * C, D]
         pair_items = tf.reshape(items, [-1, self._dim])  # [B * C, D]
@@ -232,6 +237,10 @@ class ServingModule(tf.Module):
         return {"embedding": tf.cast(self._parts.text_encoder(text), tf.float32)}
 
     # --- helpers (traced into the signatures) ---
+
+    def _retrieval_scores(self, queries):
+        """queries [B, D] -> [B, I] dot products with every item plus the item bias."""
+        return tf.matmul(queries, self.item_embeddings, transpose_b=True) + self.item_bias
 
     def _rows(self, table, ids, kind, allow_empty=False):
         """ids [...] string -> rows [...] int64; asserts every id (but "" if allowed) is known."""
@@ -359,7 +368,11 @@ def _validate(a: ExportArtifacts) -> None:
         values, counts = np.unique(strings, return_counts=True)
         if (counts > 1).any():
             raise TfrecError(f"{kind} id '{values[counts > 1][0]}' appears more than once.")
-    for name, emb in (("user_embeddings", u_emb), ("item_embeddings", i_emb)):
+    bias = np.zeros(len(items)) if a.item_bias is None else np.asarray(a.item_bias)
+    if bias.shape != (len(items),):
+        raise TfrecError(f"item_bias must be [I] = [{len(items)}], got {bias.shape}.")
+    for name, emb in (("user_embeddings", u_emb), ("item_embeddings", i_emb),
+                      ("item_bias", bias)):
         if not np.isfinite(emb).all():
             raise TfrecError(f"{name} contains NaN or infinite values.")
     indptr, indices = np.asarray(a.seen_indptr), np.asarray(a.seen_indices).reshape(-1)

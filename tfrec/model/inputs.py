@@ -25,6 +25,9 @@ class NodeInputs:
     multi_hot: name -> [N, V] float32 rows (token lists).
     numeric: [N, F] float32 standardised numeric features (F may be 0).
     text: [N, 384] float32 mean of the node's L2-normalised text embeddings, or None.
+    id_mask: [N] float32, 1 for the nodes that get an ID embedding, 0 for users and items
+      without training interactions (nothing would train their ID; their state comes from
+      features, text and the knowledge graph), or None (every node).
     """
 
     size: int
@@ -32,6 +35,7 @@ class NodeInputs:
     multi_hot: dict[str, np.ndarray]
     numeric: np.ndarray
     text: np.ndarray | None
+    id_mask: np.ndarray | None = None
 
 
 @dataclasses.dataclass
@@ -132,4 +136,7 @@ def model_inputs(data: GraphData, split: Split, texts: dict[str, np.ndarray],
         ones = np.ones((len(src), 1), np.float32)
         edges[name] = EdgeInputs(spec.source, spec.target, src.astype(np.int32),
                                  dst.astype(np.int32), np.concatenate([ones, *cols], axis=1))
+    users, items = split.pairs("train")
+    for name, ids in ((schema.user_set, users), (schema.item_set, items)):
+        nodes[name].id_mask = (np.bincount(ids, minlength=nodes[name].size) > 0).astype(np.float32)
     return ModelInputs(nodes, edges, schema.user_set, schema.item_set)

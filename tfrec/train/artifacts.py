@@ -23,7 +23,7 @@ def load_artifacts(run_dir: str) -> ExportArtifacts:
     prepared = prepare(schema, config, progress=False)
     trained = build(prepared, config)
     restore_best(trained, run)
-    user_emb, item_emb = embeddings(trained.model)
+    user_emb, item_emb, item_bias = embeddings(trained.model)
     s = prepared.data.schema
     indptr, indices = csr_from_pairs(prepared.split.pair_user, prepared.split.pair_item,
                                      prepared.num_users)
@@ -44,7 +44,7 @@ def load_artifacts(run_dir: str) -> ExportArtifacts:
         user_ids=np.array(prepared.data.node_ids[s.user_set], dtype=object).astype(str),
         item_ids=np.array(prepared.data.node_ids[s.item_set], dtype=object).astype(str),
         item_titles=np.array(titles, dtype=object).astype(str),
-        user_embeddings=user_emb, item_embeddings=item_emb,
+        user_embeddings=user_emb, item_embeddings=item_emb, item_bias=item_bias,
         seen_indptr=indptr.astype(np.int64), seen_indices=indices.astype(np.int64),
         scorer=trained.ranking.scorer if trained.ranking is not None else None,
         text_encoder=text_encoder,

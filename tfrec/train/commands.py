@@ -2,7 +2,7 @@
 
 import sys
 
-from tfrec.data.commands import add_split_arguments
+from tfrec.data.commands import SPLIT_FLAGS, add_split_arguments
 
 
 def register(sub) -> None:
@@ -32,8 +32,7 @@ def effective_config(args):
     from tfrec.config import load_config
 
     config = load_config(args.config)
-    explicit = any(a.split("=")[0] in ("--split", "--ratios", "--seed", "--split-dir")
-                   for a in sys.argv[1:])
+    explicit = any(a.split("=")[0] in SPLIT_FLAGS for a in sys.argv[1:])
     if explicit or args.split_dir:
         from tfrec.data.commands import split_config
 

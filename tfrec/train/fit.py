@@ -89,10 +89,11 @@ def build(prepared: Prepared, config: Config, optimizer=None) -> Trained:
     return Trained(model, ranking, tf.train.Checkpoint(**state))
 
 
-def embeddings(model: GraphRecommender) -> tuple[np.ndarray, np.ndarray]:
-    """(user [U, D], item [I, D]) float32 numpy embeddings in inference mode."""
+def embeddings(model: GraphRecommender) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """(user [U, D], item [I, D], item bias [I] or None) float32 numpy, in inference mode:
+    the score of (u, i) is user[u] . item[i] + bias[i]."""
     e = model.embed(training=False)
-    return e.user.numpy(), e.item.numpy()
+    return e.user.numpy(), e.item.numpy(), None if e.item_bias is None else e.item_bias.numpy()
 
 
 def fit(prepared: Prepared, config: Config, run: RunDir, progress: bool = True,
@@ -116,7 +117,8 @@ def fit(prepared: Prepared, config: Config, run: RunDir, progress: bool = True,
         sampling = (np.bincount(items, minlength=prepared.num_items) / n).astype(np.float32)
     retrieval = RetrievalHead(prepared.num_items, t.temperature, negatives, chunk, sampling)
     has_text = model.encoders[prepared.inputs.item_set].text is not None
-    align = AlignmentHead() if t.align_weight > 0 and has_text else None
+    align = AlignmentHead(text_only=t.align_mode == "text") if t.align_weight > 0 and has_text \
+        else None
     latest = tf.train.CheckpointManager(ckpt, str(run.checkpoints), max_to_keep=2)
     best = tf.train.CheckpointManager(ckpt, str(run.checkpoints / "best"), max_to_keep=1)
     resumed = 0
@@ -131,16 +133,16 @@ def fit(prepared: Prepared, config: Config, run: RunDir, progress: bool = True,
     def step(u_rows, i_rows, y):
         with tf.GradientTape() as tape:
             e = model.embed(training=True)  # float32 outputs, whatever the compute dtype
-            item_table = e.item
-            u, i = tf.gather(e.user, u_rows), tf.gather(item_table, i_rows)
-            losses = {"retrieval": retrieval(u, item_table, i_rows)}
+            user_table, item_table = e.scoring()  # dot products = scores (bias included)
+            losses = {"retrieval": retrieval(tf.gather(user_table, u_rows), item_table, i_rows)}
+            u, i = tf.gather(e.user, u_rows), tf.gather(e.item, i_rows)
             total = losses["retrieval"]
             if ranking is not None:
                 losses["ranking"] = ranking(u, i, y)
                 total += t.ranking_weight * losses["ranking"]
             if align is not None:
                 # the first chunk of the (shuffled) batch: a [chunk, chunk] contrast, not [B, B]
-                losses["alignment"] = align(e.item_text, item_table, i_rows[:chunk])
+                losses["alignment"] = align(e.item_text, e.item, i_rows[:chunk])
                 total += t.align_weight * losses["alignment"]
             u0, i0 = tf.gather(e.user_h0, u_rows), tf.gather(e.item_h0, i_rows)
             losses["l2"] = t.weight_decay * tf.reduce_mean(
@@ -179,8 +181,7 @@ def fit(prepared: Prepared, config: Config, run: RunDir, progress: bool = True,
                     f"in {run.checkpoints}: lower train.learning_rate")
         seconds.append(time.perf_counter() - start)
         means = {k: v / steps for k, v in sums.items()}
-        user_emb, item_emb = embeddings(model)
-        valid = evaluate(embedding_scores(user_emb, item_emb), prepared, config.eval.ks,
+        valid = evaluate(embedding_scores(*embeddings(model)), prepared, config.eval.ks,
                          splits=("valid",))["valid"]
         lr = opt.learning_rate
         lr = float(lr(opt.iterations) if callable(lr) else lr)

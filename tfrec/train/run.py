@@ -65,8 +65,8 @@ def train(schema: str, config: Config, run_dir: str, progress: bool = True,
         from tfrec.train.tensorboard import Board
 
         trained, report = fit(prepared, config, run, progress, log)
-        user_emb, item_emb = embeddings(trained.model)
-        scores = embedding_scores(user_emb, item_emb)
+        user_emb, item_emb, item_bias = embeddings(trained.model)
+        scores = embedding_scores(user_emb, item_emb, item_bias)
         info.update(dataclasses.asdict(report))
     else:
         scores, _ = _baseline_scores(prepared, config)
