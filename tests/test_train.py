@@ -215,3 +215,12 @@ def test_print_config_round_trips(capsys, tmp_path):
     import tomllib
 
     assert config_from_dict(tomllib.loads(text)) == Config()
+
+
+def test_movielens_config_uses_text_for_cold_items_only(capsys):
+    path = Path(__file__).parent.parent / "configs" / "movielens.toml"
+    assert main(["train", "--schema", TINY, "--config", str(path), "--cold-items", "0.5",
+                 "--print-config"]) == 0
+    text = capsys.readouterr().out
+    assert 'text_input = "cold"' in text and 'align_mode = "text"' in text
+    assert "cold_items = 0.5" in text and 'method = "random"' in text

@@ -5,36 +5,43 @@ import argparse
 from tfrec.errors import TfrecError
 
 
-SPLIT_FLAGS = ("--split", "--ratios", "--seed", "--split-dir", "--cold-items")
-
-
 def add_split_arguments(p: argparse.ArgumentParser) -> None:
-    """The split options shared by `data build` and `train`."""
-    p.add_argument("--split", choices=["random", "temporal"], default="random",
+    """The split options shared by `data build` and `train` (None when not given, so that they
+    override a config file's [split] key by key)."""
+    p.add_argument("--split", choices=["random", "temporal"],
                    help="per-user split of the interaction pairs: seeded random by ratio, or "
-                   "temporal (oldest pairs train, newest test) (default: random)")
-    p.add_argument("--ratios", default="0.8,0.1,0.1", metavar="TRAIN,VALID,TEST",
-                   help="split ratios (default: 0.8,0.1,0.1)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the random split (default: 0)")
-    p.add_argument("--cold-items", type=float, default=0.0, metavar="SHARE",
+                   "temporal (oldest pairs train, newest test) (default: the config's [split], "
+                   "else random)")
+    p.add_argument("--ratios", metavar="TRAIN,VALID,TEST",
+                   help="split ratios (default: the config's, else 0.8,0.1,0.1)")
+    p.add_argument("--seed", type=int, help="seed of the random split and of --cold-items "
+                   "(default: the config's, else 0)")
+    p.add_argument("--cold-items", type=float, metavar="SHARE",
                    help="cold-start evaluation: hold out every pair of this share of the "
                    "interacted items (seeded), so they are tested on text and knowledge graph "
-                   "alone (default: 0)")
+                   "alone (default: the config's, else 0)")
     p.add_argument("--split-dir", metavar="DIR",
                    help="explicit split: a folder with train.tsv, valid.tsv, test.tsv (header; "
                    "columns user_id, item_id with the original ids); overrides --split")
 
 
-def split_config(args):
+def split_config(args, base=None):
+    """`base` (default: the default SplitConfig) with the split options given on top."""
+    import dataclasses
+
     from tfrec.data.splits import SplitConfig
 
-    try:
-        ratios = tuple(float(x) for x in args.ratios.split(","))
-    except ValueError:
-        raise TfrecError(f"--ratios {args.ratios!r} is not three comma-separated numbers") from None
-    method = "files" if args.split_dir else args.split
-    return SplitConfig(method=method, ratios=ratios, seed=args.seed, split_dir=args.split_dir,
-                       cold_items=args.cold_items)
+    values = {k: v for k, v in (("method", args.split), ("seed", args.seed),
+                                ("cold_items", args.cold_items)) if v is not None}
+    if args.ratios is not None:
+        try:
+            values["ratios"] = tuple(float(x) for x in args.ratios.split(","))
+        except ValueError:
+            raise TfrecError(f"--ratios {args.ratios!r} is not three comma-separated numbers") \
+                from None
+    if args.split_dir is not None:
+        values.update(method="files", split_dir=args.split_dir)
+    return dataclasses.replace(base or SplitConfig(), **values)
 
 
 def register(sub) -> None:

@@ -207,7 +207,7 @@ class ServingModule(tf.Module):
         return self._top_k(_exclude(scores, where[:, 0], tf.gather_nd(rows, where)), k)
 
     def score(self, user_id, item_ids):
-        """user_id [B], item_ids [B, C] -> scores [B, C]: the scorer (or retrieval score) per pair."""
+        """user_id [B], item_ids [B, C] -> scores [B, C]: the scorer (else the retrieval score)."""
         check = tf.debugging.Assert(
             tf.shape(item_ids)[0] == tf.shape(user_id)[0],
             ["score needs one row of item_ids per user_id"],

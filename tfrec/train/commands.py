@@ -1,8 +1,6 @@
 """`tfrec train`."""
 
-import sys
-
-from tfrec.data.commands import SPLIT_FLAGS, add_split_arguments
+from tfrec.data.commands import add_split_arguments, split_config
 
 
 def register(sub) -> None:
@@ -32,12 +30,7 @@ def effective_config(args):
     from tfrec.config import load_config
 
     config = load_config(args.config)
-    explicit = any(a.split("=")[0] in SPLIT_FLAGS for a in sys.argv[1:])
-    if explicit or args.split_dir:
-        from tfrec.data.commands import split_config
-
-        config = dataclasses.replace(config, split=split_config(args))
-    return config
+    return dataclasses.replace(config, split=split_config(args, config.split))
 
 
 def _train(args) -> int:
