@@ -132,6 +132,12 @@ def test_message_passing_sees_training_pairs_only():
     assert not held_out & train_pairs
 
 
+def test_knowledge_graph_leaves_are_left_out():
+    about = prepare(TINY, tiny_config()).inputs.edges["about"]
+    # wool (i1 only), cotton (i2 only) and kitchen (i3 only) are leaves; clothing has i1 and i2
+    assert list(zip(about.source.tolist(), about.target.tolist())) == [(0, 2), (1, 2)]
+
+
 def test_items_without_training_pairs_get_no_id_embedding_and_no_bias():
     config = tiny_config()
     config = Config(config.model, config.text, config.train,

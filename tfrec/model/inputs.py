@@ -114,24 +114,52 @@ def edge_feature_columns(features: dict[str, np.ndarray]) -> list[np.ndarray]:
     return cols
 
 
+def _not_to_leaves(data: GraphData) -> dict[str, np.ndarray]:
+    """edge set -> [E] bool, False for the edges of knowledge-graph leaves: featureless nodes
+    outside the user and item sets with a single connection (e.g. an actor of one film), which
+    tell the model nothing their one neighbour's own embedding does not. Reverse edge sets are
+    not counted twice."""
+    schema = data.schema
+    degree = {n: np.zeros(data.num_nodes(n), np.int64) for n, spec in schema.node_sets.items()
+              if n not in (schema.user_set, schema.item_set) and not spec.features}
+    for name, spec in schema.edge_sets.items():
+        if spec.reverse_of is None:
+            for node_set, ids in ((spec.source, data.edges[name].source),
+                                  (spec.target, data.edges[name].target)):
+                if node_set in degree:
+                    degree[node_set] += np.bincount(ids, minlength=len(degree[node_set]))
+    keep = {}
+    for name, spec in schema.edge_sets.items():
+        e = data.edges[name]
+        ok = np.ones(len(e.source), bool)
+        for node_set, ids in ((spec.source, e.source), (spec.target, e.target)):
+            if node_set in degree:
+                ok &= degree[node_set][ids] > 1
+        keep[name] = ok
+    return keep
+
+
 def model_inputs(data: GraphData, split: Split, texts: dict[str, np.ndarray],
                  use_kg: bool = True, use_features: bool = True,
                  use_edge_features: bool = True) -> ModelInputs:
     """The inputs of the recommender for the training graph of `split`.
 
     texts: node set -> [N, 384] text embeddings (absent = no text for that set).
-    use_kg=False keeps only the user and item node sets and the edge sets between them.
+    use_kg=False keeps only the user and item node sets and the edge sets between them; the
+    edges of knowledge-graph leaves are left out (see _not_to_leaves).
     """
     schema = data.schema
     keep_sets = set(schema.node_sets) if use_kg else {schema.user_set, schema.item_set}
     nodes = {n: node_inputs(data, n, texts.get(n), use_features) for n in sorted(keep_sets)}
     edges = {}
+    not_to_leaves = _not_to_leaves(data)
     for name, mask in training_edges(data, split).items():
         spec, e = schema.edge_sets[name], data.edges[name]
         if spec.source not in keep_sets or spec.target not in keep_sets:
             continue
-        src, dst = (e.source, e.target) if mask is None else (e.source[mask], e.target[mask])
-        feats = {f: v if mask is None else v[mask] for f, v in e.features.items()}
+        mask = not_to_leaves[name] if mask is None else mask & not_to_leaves[name]
+        src, dst = e.source[mask], e.target[mask]
+        feats = {f: v[mask] for f, v in e.features.items()}
         cols = edge_feature_columns(feats) if use_edge_features else []
         ones = np.ones((len(src), 1), np.float32)
         edges[name] = EdgeInputs(spec.source, spec.target, src.astype(np.int32),
