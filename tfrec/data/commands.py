@@ -37,8 +37,8 @@ def split_config(args, base=None):
         try:
             values["ratios"] = tuple(float(x) for x in args.ratios.split(","))
         except ValueError:
-            raise TfrecError(f"--ratios {args.ratios!r} is not three comma-separated numbers") \
-                from None
+            message = f"--ratios {args.ratios!r} is not three comma-separated numbers"
+            raise TfrecError(message) from None
     if args.split_dir is not None:
         values.update(method="files", split_dir=args.split_dir)
     return dataclasses.replace(base or SplitConfig(), **values)

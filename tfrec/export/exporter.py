@@ -115,9 +115,8 @@ class ServingModule(tf.Module):
 
     Variables (non-trainable): user_embeddings [U, D], item_embeddings [I, D], item_bias [I]
     (added to every retrieval score), item_unit [I, D] (L2-normalised rows, for cosine
-    `similar_items`), item_ids [I], item_titles [I], and the CSR
-    of seen items: seen_indptr [U + 1], seen_indices [nnz]. Tables map original string ids to rows
-    (-1 when unknown).
+    `similar_items`), item_ids [I], item_titles [I], and the CSR of seen items: seen_indptr
+    [U + 1], seen_indices [nnz]. Tables map original string ids to rows (-1 when unknown).
     """
 
     def __init__(self, artifacts: ExportArtifacts):
