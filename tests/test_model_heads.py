@@ -30,12 +30,15 @@ def test_full_softmax_retrieval_loss_with_item_bias_is_the_reference():
     e = Embeddings(tf.constant(user, tf.float32), tf.constant(item, tf.float32), None,
                    None, None, tf.constant(bias, tf.float32))
     users, items = e.scoring()
-    head = RetrievalHead(num_items=5, temperature=0.5, negatives=None, chunk=2)
-    loss = head(users, items, tf.constant(positives))
-    logits = (user @ item.T + bias) / 0.5  # every item is a candidate of every row
-    log_softmax = logits - np.log(np.exp(logits).sum(1, keepdims=True))
-    expected = -log_softmax[np.arange(4), positives].mean()
-    assert abs(float(loss) - expected) < 1e-5
+    logits = (user @ item.T + bias) / 0.5
+    for candidates in ([0, 1, 2, 3, 4], [0, 1, 3]):  # all items; the items seen in training
+        head = RetrievalHead(candidates, temperature=0.5, negatives=None, chunk=2)
+        loss = head(users, items, tf.constant(positives))
+        rows = logits[:, candidates]  # every candidate is a negative of every row
+        log_softmax = rows - np.log(np.exp(rows).sum(1, keepdims=True))
+        column = [candidates.index(p) for p in positives]
+        expected = -log_softmax[np.arange(4), column].mean()
+        assert abs(float(loss) - expected) < 1e-5
 
 
 def test_text_only_alignment_moves_the_text_side_alone():

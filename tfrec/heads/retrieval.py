@@ -6,20 +6,24 @@ import tensorflow_recommenders as tfrs
 
 class RetrievalHead(tf.keras.layers.Layer):
     """Softmax loss of each (user, positive item) against the other positives of its chunk of
-    `chunk` rows (in-batch negatives) and `negatives` extra items (None = every item: a full
-    softmax); candidates that are the row's own positive are removed (accidental hits); scores
-    are divided by `temperature`. Chunking keeps a large batch (one GNN pass) from costing a
-    [B, B] score matrix: the batch size must be a multiple of `chunk`.
+    `chunk` rows (in-batch negatives) and `negatives` extra items drawn from `candidates`
+    (None = every candidate: a full softmax); a row's own positive among them is removed
+    (accidental hits); scores are divided by `temperature`. Chunking keeps a large batch (one
+    GNN pass) from costing a [B, B] score matrix: the batch size must be a multiple of `chunk`.
 
+    candidates: [C] rows of the items that may be negatives: those seen in training. An item
+    without training interactions is unknown, not disliked: pushed away from every user, a cold
+    item could never be recommended.
     sampling: optional [I] frequency of each item among the positives; with it, the in-batch
     candidates' logits are corrected by -log(frequency) (logQ correction), so popular items are
-    not over-penalised for being frequent negatives. With negatives=None (every item) the
+    not over-penalised for being frequent negatives. With negatives=None (every candidate) the
     in-batch candidates are masked out instead: the loss is an exact full softmax."""
 
-    def __init__(self, num_items: int, temperature: float, negatives: int | None, chunk: int,
+    def __init__(self, candidates, temperature: float, negatives: int | None, chunk: int,
                  sampling=None, **kwargs):
         super().__init__(**kwargs)
-        self.num_items, self.negatives, self.chunk = num_items, negatives, chunk
+        self.candidates = tf.constant(candidates, tf.int32)
+        self.negatives, self.chunk = negatives, chunk
         self.sampling = None if sampling is None else tf.constant(sampling, tf.float32)
         # TFRS sums the loss over the batch by default; the mean keeps it on the scale of the
         # other heads whatever the batch size.
@@ -30,19 +34,21 @@ class RetrievalHead(tf.keras.layers.Layer):
     def call(self, user_emb, item_table, items):
         """user_emb: [B, D]; item_table: [I, D] all items; items: [B] positive item rows.
         Returns the mean loss over the B rows."""
+        n = self.candidates.shape[0]
         if self.negatives is None:
-            extra = tf.range(self.num_items, dtype=items.dtype)
+            extra = tf.cast(self.candidates, items.dtype)
         else:
-            extra = tf.random.uniform([self.negatives], 0, self.num_items, dtype=items.dtype)
+            pick = tf.random.uniform([self.negatives], 0, n, dtype=tf.int32)
+            extra = tf.cast(tf.gather(self.candidates, pick), items.dtype)
         losses = []
         for start in range(0, user_emb.shape[0], self.chunk):
             rows = slice(start, start + self.chunk)
             ids = tf.concat([items[rows], extra], axis=0)
             size = ids.shape[0] - extra.shape[0] if extra.shape[0] is not None else None
             probability, mask = None, None
-            if self.negatives is None:  # keep each row's own positive + the whole catalogue
+            if self.negatives is None:  # keep each row's own positive + every candidate
                 mask = tf.concat([tf.eye(size, dtype=tf.bool),
-                                  tf.ones([size, self.num_items], tf.bool)], axis=1)
+                                  tf.ones([size, n], tf.bool)], axis=1)
             elif self.sampling is not None:
                 probability = tf.concat([tf.gather(self.sampling, items[rows]),
                                          tf.ones(tf.shape(extra), tf.float32)], axis=0)

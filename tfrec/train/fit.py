@@ -115,7 +115,8 @@ def fit(prepared: Prepared, config: Config, run: RunDir, progress: bool = True,
     sampling = None
     if t.logq:  # how often an item is a positive: in-batch negatives are drawn that often
         sampling = (np.bincount(items, minlength=prepared.num_items) / n).astype(np.float32)
-    retrieval = RetrievalHead(prepared.num_items, t.temperature, negatives, chunk, sampling)
+    seen = np.flatnonzero(prepared.inputs.nodes[prepared.inputs.item_set].id_mask)
+    retrieval = RetrievalHead(seen, t.temperature, negatives, chunk, sampling)
     has_text = model.encoders[prepared.inputs.item_set].text is not None
     align = AlignmentHead(text_only=t.align_mode == "text") if t.align_weight > 0 and has_text \
         else None
