@@ -230,3 +230,13 @@ def test_movielens_config_uses_text_for_cold_items_only(capsys):
     text = capsys.readouterr().out
     assert 'text_input = "cold"' in text and 'align_mode = "text"' in text
     assert "cold_items = 0.5" in text and 'method = "random"' in text
+
+
+def test_metrics_table_explains_an_empty_cold_slice():
+    from tfrec.train.run import format_metrics
+
+    test = {"num_users": 3, **{f"{m}@{k}": 0.25 for m in ("recall", "ndcg", "precision", "hit",
+                                                         "mrr") for k in (10, 20)}}
+    lines = format_metrics({"test": test, "test_cold": {"num_users": 0}}).splitlines()
+    assert lines[1].split() == ["test", "3"] + ["0.2500"] * 10
+    assert lines[2].split()[:2] == ["test_cold", "0"] and "--cold-items" in lines[2]

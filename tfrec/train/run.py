@@ -116,6 +116,11 @@ def format_metrics(metrics: dict, ks=(10, 20)) -> str:
     for split, values in metrics.items():
         if split == "info":
             continue
+        if values["num_users"] == 0:
+            why = ("no test target is an item without training interactions (hold some out "
+                   "with --cold-items)" if split == "test_cold" else "no user has a target")
+            lines.append(f"{split:<10}{0:>7}   {why}")
+            continue
         lines.append(f"{split:<10}{values['num_users']:>7}"
                      + "".join(f"{values.get(n, np.nan):>13.4f}" for n in names))
     return "\n".join(lines)
