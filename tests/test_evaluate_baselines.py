@@ -34,6 +34,8 @@ def test_embedding_score_fn_is_dot_product():
     users = np.array([[0.0, 0.0], [1.0, 2.0]], np.float32)
     items = np.array([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]], np.float32)
     assert embedding_score_fn(users, items)(np.array([1])).tolist() == [[1.0, 2.0, 3.0]]
+    with_bias = embedding_score_fn(users, items, np.array([0.5, -1.0, 0.0]))
+    assert with_bias(np.array([1])).tolist() == [[1.5, 1.0, 3.0]]
 
 
 def planted_blocks(seed=0, users_per_group=20, items_per_group=20, per_user=12, held_out=2):

@@ -38,11 +38,16 @@ def popularity_score_fn(popularity: np.ndarray) -> ScoreFn:
     return lambda rows: np.broadcast_to(popularity, (len(rows), popularity.size))
 
 
-def embedding_score_fn(user_emb: np.ndarray, item_emb: np.ndarray) -> ScoreFn:
-    """Returns a score_fn: user_rows [B] -> user_emb[rows] @ item_emb.T, [B, I] float32."""
+def embedding_score_fn(user_emb: np.ndarray, item_emb: np.ndarray,
+                       item_bias: np.ndarray | None = None) -> ScoreFn:
+    """Returns a score_fn: user_rows [B] -> user_emb[rows] @ item_emb.T (+ item_bias [I]),
+    [B, I] float32."""
     user_emb = np.asarray(user_emb, dtype=np.float32)
     item_emb_t = np.ascontiguousarray(np.asarray(item_emb, dtype=np.float32).T)
-    return lambda rows: user_emb[rows] @ item_emb_t
+    if item_bias is None:
+        return lambda rows: user_emb[rows] @ item_emb_t
+    bias = np.asarray(item_bias, dtype=np.float32)
+    return lambda rows: user_emb[rows] @ item_emb_t + bias
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,16 +1,6 @@
 """One evaluation harness for every model: full ranking over all items on valid and test."""
 
-import numpy as np
-
 from tfrec.evaluate.metrics import cold_item_mask, filter_targets, full_ranking_metrics
-
-
-def embedding_scores(user_emb: np.ndarray, item_emb: np.ndarray,
-                     item_bias: np.ndarray | None = None):
-    """score_fn(user_rows [B]) -> [B, I] dot products (+ item_bias [I])."""
-    if item_bias is None:
-        return lambda rows: user_emb[rows] @ item_emb.T
-    return lambda rows: user_emb[rows] @ item_emb.T + item_bias
 
 
 def evaluate(score_fn, prepared, ks=(10, 20), splits=("valid", "test")) -> dict[str, dict]:

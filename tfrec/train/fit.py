@@ -10,7 +10,8 @@ import tensorflow as tf
 
 from tfrec.config import Config
 from tfrec.errors import TfrecError
-from tfrec.evaluate.harness import embedding_scores, evaluate
+from tfrec.evaluate.baselines import embedding_score_fn
+from tfrec.evaluate.harness import evaluate
 from tfrec.heads.alignment import AlignmentHead
 from tfrec.heads.ranking import RankingHead
 from tfrec.heads.retrieval import RetrievalHead
@@ -182,7 +183,7 @@ def fit(prepared: Prepared, config: Config, run: RunDir, progress: bool = True,
                     f"in {run.checkpoints}: lower train.learning_rate")
         seconds.append(time.perf_counter() - start)
         means = {k: v / steps for k, v in sums.items()}
-        valid = evaluate(embedding_scores(*embeddings(model)), prepared, config.eval.ks,
+        valid = evaluate(embedding_score_fn(*embeddings(model)), prepared, config.eval.ks,
                          splits=("valid",))["valid"]
         lr = opt.learning_rate
         lr = float(lr(opt.iterations) if callable(lr) else lr)

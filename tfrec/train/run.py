@@ -7,7 +7,8 @@ import time
 import numpy as np
 
 from tfrec.config import Config
-from tfrec.evaluate.harness import embedding_scores, evaluate
+from tfrec.evaluate.baselines import embedding_score_fn
+from tfrec.evaluate.harness import evaluate
 from tfrec.train.prepare import Prepared, prepare
 from tfrec.train.run_dir import RunDir
 
@@ -36,12 +37,12 @@ def _baseline_scores(prepared: Prepared, config: Config):
     def on_epoch(epoch, user_emb, item_emb):
         from tfrec.evaluate.metrics import full_ranking_metrics
 
-        return full_ranking_metrics(embedding_scores(user_emb, item_emb), valid[1], valid[0],
+        return full_ranking_metrics(embedding_score_fn(user_emb, item_emb), valid[1], valid[0],
                                     (20,))["ndcg@20"]
 
     user_emb, item_emb = train_mf(users, items, prepared.num_users, prepared.num_items, mf,
                                   eval_fn=on_epoch)
-    return embedding_scores(user_emb, item_emb), {}
+    return embedding_score_fn(user_emb, item_emb), {}
 
 
 def train(schema: str, config: Config, run_dir: str, progress: bool = True,
@@ -66,7 +67,7 @@ def train(schema: str, config: Config, run_dir: str, progress: bool = True,
 
         trained, report = fit(prepared, config, run, progress, log)
         user_emb, item_emb, item_bias = embeddings(trained.model)
-        scores = embedding_scores(user_emb, item_emb, item_bias)
+        scores = embedding_score_fn(user_emb, item_emb, item_bias)
         info.update(dataclasses.asdict(report))
     else:
         scores, _ = _baseline_scores(prepared, config)
@@ -106,7 +107,7 @@ def evaluate_run(run_dir: str, progress: bool = False) -> dict:
 
         trained = build(prepared, config)
         restore_best(trained, run)
-        scores = embedding_scores(*embeddings(trained.model))
+        scores = embedding_score_fn(*embeddings(trained.model))
     return evaluate(scores, prepared, config.eval.ks)
 
 
