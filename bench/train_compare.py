@@ -6,7 +6,8 @@ Run: .venv/bin/python bench/train_compare.py [--schema schemas/movielens.pbtxt]
 Each variant is a `tfrec train` subprocess (so its peak memory is its own) with the per-user
 random 80/10/10 split (seed 0, or the mean over --seeds); prints Recall@20 / NDCG@20 on test,
 the cold-start slice (with --cold-items: the test pairs of the items held out whole), best
-epoch, seconds per epoch, total training seconds and peak memory.
+epoch, seconds per epoch, total training seconds and peak memory. With several seeds and "mf"
+among the variants, each other variant is also compared with MF seed by seed (same split).
 """
 
 import argparse
@@ -96,7 +97,23 @@ def main() -> int:
         print(f"{name:<12}" + "".join(f"{c:>{width}}" for c in cells)
               + f"{i.get('best_epoch', '-'):>8}{i.get('epoch_seconds', 0):>8.2f}"
               f"{i['train_seconds']:>8}{i['peak_rss_mib']:>9}")
+    paired(dict(rows), "mf", "ndcg@20")
     return 0
+
+
+def paired(rows: dict, reference: str, metric: str) -> None:
+    """Per-seed test differences of each variant against `reference` on the same split."""
+    ref = rows.get(reference)
+    if ref is None or len(ref) < 2:
+        return
+    print(f"\ntest {metric} minus {reference}'s on the same split, seed by seed:")
+    for name, runs in rows.items():
+        if name == reference or runs is None:
+            continue
+        diff = [m["test"][metric] - r["test"][metric] for m, r in zip(runs, ref)]
+        wins = sum(d > 0 for d in diff)
+        print(f"{name:<12}" + " ".join(f"{d:+.4f}" for d in diff)
+              + f"   mean {np.mean(diff):+.4f}, ahead on {wins} of {len(diff)}")
 
 
 if __name__ == "__main__":

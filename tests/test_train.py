@@ -79,6 +79,10 @@ def test_an_early_stopped_run_is_not_trained_further(tmp_path):
     again = train(TINY, config, str(run), progress=False, log=lines.append)
     assert not [line for line in lines if line.startswith("epoch")]
     assert again.metrics["test"] == first.metrics["test"]
+    # its training figures (epoch time, training time, peak memory) are kept, not those of the
+    # re-run that trained nothing
+    assert again.info == first.info
+    assert json.loads((run / "metrics.json").read_text())["info"] == first.info
 
 
 def test_run_folder_of_another_config_or_schema_is_refused(tmp_path):

@@ -65,6 +65,12 @@ class RunDir:
         tmp.replace(self.manifest_file)
         return False
 
+    def read_metrics(self) -> dict | None:
+        """metrics.json of a finished run, or None."""
+        if not self.metrics_file.is_file():
+            return None
+        return json.loads(self.metrics_file.read_text())
+
     def write_metrics(self, metrics: dict) -> None:
         tmp = self.metrics_file.with_suffix(".tmp")
         tmp.write_text(json.dumps(metrics, indent=2) + "\n")
