@@ -74,8 +74,7 @@ def train(schema: str, config: Config, run_dir: str, progress: bool = True,
     metrics = evaluate(scores, prepared, config.eval.ks)
     info["train_seconds"] = round(time.perf_counter() - start, 1)
     info["peak_rss_mib"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
-    earlier = run.read_metrics()
-    if info.get("epochs_run", 0) > 0 and info["epochs_run"] == info["resumed_from"] and earlier:
+    if 0 < info.get("epochs_run", 0) == info["resumed_from"] and (earlier := run.read_metrics()):
         info = earlier["info"]  # a finished run, re-run: its figures are those of its training
     if config.model.kind == "gnn":
         board = Board(run.logs)
