@@ -2,15 +2,19 @@
 
 Run: .venv/bin/python bench/train_compare.py [--schema schemas/movielens.pbtxt]
          [--config configs/movielens.toml] [--variants popularity,mf,full,no_text,no_kg,no_gnn]
-         [--seeds 0,1,2] [--cold-items 0.05] [--out /tmp/tfrec-bench]
-Each variant is a `tfrec train` subprocess (so its peak memory is its own) with the per-user
-random 80/10/10 split (seed 0, or the mean over --seeds); prints Recall@20 / NDCG@20 on test,
-the cold-start slice (with --cold-items: the test pairs of the items held out whole), best
-epoch, seconds per epoch, total training seconds and peak memory. With several seeds and "mf"
-among the variants, each other variant is also compared with MF seed by seed (same split).
+         [--seeds 0,1,2] [--split random|temporal] [--ratios 0.8,0.1,0.1] [--cold-items 0.05]
+         [--out /tmp/tfrec-bench]
+Each variant is a `tfrec train` subprocess (so its peak memory is its own) on the per-user
+random 80/10/10 split (seed 0, or the mean over --seeds; --ratios 0.2,0.1,0.7 leaves a sparse
+training graph, --split temporal tests each user's newest pairs). MF is tuned on every split:
+each setting of MF_GRID is trained and the best on valid NDCG@20 is reported. Prints Recall@20 /
+NDCG@20 on test, the cold-start slice (with --cold-items: the test pairs of the items held out
+whole), best epoch, seconds per epoch, total training seconds and peak memory. With several
+seeds and "mf" among the variants, each other variant is also compared with MF seed by seed.
 """
 
 import argparse
+import itertools
 import json
 import subprocess
 import sys
@@ -22,7 +26,7 @@ import numpy as np
 
 VARIANTS = {  # config overrides; the gnn variants go on top of --config
     "popularity": {"model": {"kind": "popularity"}},
-    # MF with the settings bench/baselines_movielens.py found best on valid
+    # MF with the settings bench/baselines_movielens.py found best on valid; MF_GRID tunes more
     "mf": {"model": {"kind": "mf"},
            "train": {"epochs": 60, "learning_rate": 0.005, "weight_decay": 0.05,
                      "temperature": 1.0, "batch_size": 1024}},
@@ -31,16 +35,55 @@ VARIANTS = {  # config overrides; the gnn variants go on top of --config
     "no_kg": {"model": {"use_kg": False}},
     "no_gnn": {"model": {"layers": 0}},
 }
+# MF is tuned on each split: every combination is trained and the best on valid NDCG@20 is kept
+# (a sparser training graph wants a larger L2 than bench/baselines_movielens.py's split)
+MF_GRID = {"model": {"dim": (64, 128)}, "train": {"weight_decay": (0.05, 0.1, 0.2)}}
 
 
-def variant_config(name: str, base: dict) -> str:
+def candidates(name: str) -> list[tuple[str, dict]]:
+    """(label, overrides) of each setting a variant tries: MF's grid, else the variant alone."""
+    over = VARIANTS[name]
+    if name != "mf":
+        return [("", over)]
+    keys = [(section, key) for section, grid in MF_GRID.items() for key in grid]
+    out = []
+    for values in itertools.product(*(MF_GRID[s][k] for s, k in keys)):
+        merged = {section: dict(over.get(section, {})) for section in {*over, *MF_GRID}}
+        for (section, key), value in zip(keys, values):
+            merged[section][key] = value
+        out.append((" ".join(f"{k}={v}" for (_, k), v in zip(keys, values)), merged))
+    return out
+
+
+def variant_config(over: dict, base: dict) -> str:
     """The TOML config of a variant: baselines as they are, gnn variants merged onto base."""
     from tfrec.config import config_from_dict, to_toml
 
-    over = VARIANTS[name]
     values = {} if "kind" in over.get("model", {}) else base
     merged = {s: {**values.get(s, {}), **over.get(s, {})} for s in {*values, *over}}
     return to_toml(config_from_dict(merged))
+
+
+def train_variant(name: str, seed: str, command: list[str], base: dict, out: Path):
+    """metrics.json of the variant's run on the split `seed` (for MF: the run best on valid
+    among MF_GRID's), or None if a run failed (its output is printed)."""
+    tried = []
+    for i, (label, over) in enumerate(candidates(name)):
+        config = out / f"{name}{i or ''}.toml"
+        config.write_text(variant_config(over, base))
+        run = out / f"{name}{i or ''}-seed{seed}"
+        cmd = command + ["--config", str(config), "--run-dir", str(run)]
+        print(f"== {name} {label}: {' '.join(cmd)}", flush=True)
+        done = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        if done.returncode != 0:
+            print(done.stdout[-3000:])
+            return None
+        tried.append((label, json.loads((run / "metrics.json").read_text())))
+    label, best = max(tried, key=lambda t: t[1]["valid"]["ndcg@20"])
+    if len(tried) > 1:
+        print(f"   {name}, seed {seed}: {label} is best on valid "
+              f"(ndcg@20 {best['valid']['ndcg@20']:.4f})", flush=True)
+    return best
 
 
 def _mean(values):
@@ -57,6 +100,9 @@ def main() -> int:
     parser.add_argument("--seeds", default="0", help="split seeds, e.g. 0,1,2: metrics are "
                         "averaged (± standard deviation), time and memory are the first seed's")
     parser.add_argument("--out", default=None, help="folder for the runs (default: a temp dir)")
+    parser.add_argument("--split", choices=("random", "temporal"), default="random",
+                        help="per-user split (temporal: each user's newest pairs are tested)")
+    parser.add_argument("--ratios", default="0.8,0.1,0.1", help="train,valid,test shares")
     parser.add_argument("--cold-items", default="0", help="share of items held out whole")
     args = parser.parse_args()
     base = tomllib.loads(Path(args.config).read_text()) if args.config else {}
@@ -65,26 +111,21 @@ def main() -> int:
     tfrec = str(Path(sys.executable).parent / "tfrec")
     seeds = args.seeds.split(",")
     rows = []
+    split = ["--split", args.split, "--ratios", args.ratios, "--cold-items", args.cold_items]
     for name in args.variants.split(","):
-        config = out / f"{name}.toml"
-        config.write_text(variant_config(name, base))
         runs = []
         for seed in seeds:
-            run = out / f"{name}-seed{seed}"
-            cmd = [tfrec, "train", "--schema", args.schema, "--config", str(config),
-                   "--run-dir", str(run), "--no-progress", "--split", "random", "--seed", seed,
-                   "--cold-items", args.cold_items]
-            print(f"== {name}: {' '.join(cmd)}", flush=True)
-            done = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                  text=True)
-            if done.returncode != 0:
-                print(done.stdout[-3000:])
+            best = train_variant(name, seed, [tfrec, "train", "--schema", args.schema,
+                                              "--no-progress", "--seed", seed, *split], base, out)
+            if best is None:
                 break
-            runs.append(json.loads((run / "metrics.json").read_text()))
+            runs.append(best)
         rows.append((name, runs if len(runs) == len(seeds) else None))
     cold = f", {args.cold_items} of the items held out" if float(args.cold_items) else ""
-    print(f"\n{args.schema}, per-user random 80/10/10 split (seeds {args.seeds}{cold}), test:")
-    width = 9 if len(seeds) == 1 else 16
+    shares = "/".join(f"{float(r) * 100:g}" for r in args.ratios.split(","))
+    print(f"\n{args.schema}, per-user {args.split} {shares} split (seeds {args.seeds}{cold}), "
+          "test:")
+    width = 10 if len(seeds) == 1 else 16
     print(f"{'variant':<12}{'recall@20':>{width}}{'ndcg@20':>{width}}{'cold r@20':>{width}}"
           f"{'best ep':>8}{'s/epoch':>8}{'train s':>8}{'peak MiB':>9}")
     for name, runs in rows:
