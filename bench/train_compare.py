@@ -87,6 +87,8 @@ def train_variant(name: str, seed: str, command: list[str], base: dict, out: Pat
 
 
 def _mean(values):
+    if np.isnan(values).all():  # e.g. no cold-start test pairs
+        return "-"
     return f"{np.mean(values):.4f}" + (f"±{np.std(values):.4f}" if len(values) > 1 else "")
 
 
