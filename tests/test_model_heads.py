@@ -6,17 +6,17 @@ import tensorflow as tf
 
 from tfrec.heads.alignment import AlignmentHead
 from tfrec.heads.retrieval import RetrievalHead
-from tfrec.model.inputs import NodeInputs
+from tfrec.model.inputs import EncoderSpec
 from tfrec.model.recommender import Embeddings, NodeEncoder
 
 
 def test_text_enters_the_state_of_id_less_nodes_only_when_cold_only():
     text = np.random.default_rng(0).normal(size=(3, 384)).astype(np.float32)
-    inputs = NodeInputs(3, {}, {}, np.zeros((3, 0), np.float32), text,
-                        id_mask=np.array([1, 0, 1], np.float32))
+    features = {"row": tf.constant([0, 1, 2]), "id_mask": tf.constant([1.0, 0.0, 1.0]),
+                "text": tf.constant(text)}
     for cold_only in (False, True):
-        encoder = NodeEncoder(inputs, 4, text_cold_only=cold_only)
-        h0, projected = encoder(None)
+        encoder = NodeEncoder(EncoderSpec(3, text=True), 4, text_cold_only=cold_only)
+        h0, projected = encoder(features)
         ids = encoder.ids.embeddings.numpy() * [[1], [0], [1]]
         uses_text = np.array([[0], [1], [0]]) if cold_only else 1
         np.testing.assert_allclose(h0.numpy(), ids + projected.numpy() * uses_text, atol=1e-6)

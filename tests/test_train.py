@@ -127,19 +127,53 @@ def test_every_conv_type_trains(tmp_path, conv):
     assert np.isfinite(result.metrics["valid"]["ndcg@20"])
 
 
+def _edges(graph, name):
+    adj = graph.edge_sets[name].adjacency
+    return list(zip(adj.source.numpy().tolist(), adj.target.numpy().tolist()))
+
+
 def test_message_passing_sees_training_pairs_only():
     prepared = prepare(TINY, tiny_config())
-    rates = prepared.inputs.edges["rates"]
     train_pairs = set(zip(*prepared.split.pairs("train")))
-    assert set(zip(rates.source.tolist(), rates.target.tolist())) == train_pairs
+    assert set(_edges(prepared.model_graph, "rates")) == train_pairs
+    assert set(_edges(prepared.model_graph, "rated_by")) == {(i, u) for u, i in train_pairs}
     held_out = set(zip(*prepared.split.pairs("valid"))) | set(zip(*prepared.split.pairs("test")))
     assert not held_out & train_pairs
 
 
+def test_training_and_data_build_use_the_one_schema_checked_graph():
+    from tfrec.data.build import build_graph
+
+    prepared = prepare(TINY, tiny_config())
+    built = build_graph(TINY, tiny_config().split)
+    for name, edge_set in built.graph.edge_sets.items():
+        assert _edges(prepared.graph, name) == _edges(built.graph, name)
+        for f, v in edge_set.features.items():
+            np.testing.assert_array_equal(prepared.graph.edge_sets[name][f].numpy(), v.numpy())
+    for name, node_set in built.graph.node_sets.items():
+        for f, v in node_set.features.items():
+            np.testing.assert_array_equal(prepared.graph.node_sets[name][f].numpy(), v.numpy())
+    # the model graph is derived from it: the same training interactions, in the same order
+    assert _edges(prepared.model_graph, "rates") == _edges(built.graph, "rates")
+
+
 def test_knowledge_graph_leaves_are_left_out():
-    about = prepare(TINY, tiny_config()).inputs.edges["about"]
+    prepared = prepare(TINY, tiny_config())
     # wool (i1 only), cotton (i2 only) and kitchen (i3 only) are leaves; clothing has i1 and i2
-    assert list(zip(about.source.tolist(), about.target.tolist())) == [(0, 2), (1, 2)]
+    assert sorted(_edges(prepared.graph, "about")) == [(0, 0), (0, 2), (1, 1), (1, 2), (2, 3)]
+    assert sorted(_edges(prepared.model_graph, "about")) == [(0, 2), (1, 2)]
+
+
+def test_edge_features_hold_the_lightgcn_norm_first():
+    graph = prepare(TINY, tiny_config()).model_graph
+    # training pairs (temporal 60/20/20): u1 i1 i2 i3, u2 i6 i3, u3 i4, u4 i1 i2; the norm of
+    # u1 -> i3 is 1 / sqrt(deg_out(u1) = 3 * deg_in(i3) = 2)
+    efeat = graph.edge_sets["rates"]["efeat"].numpy()
+    pairs = _edges(graph, "rates")
+    assert efeat[pairs.index((0, 2)), 0] == pytest.approx(1 / np.sqrt(6))
+    assert efeat[pairs.index((2, 3)), 0] == pytest.approx(1.0)  # u3 i4: degrees 1 and 1
+    # then the standardised rating (one numeric column; timestamps are numeric too)
+    assert efeat.shape[1] == 1 + 2
 
 
 def test_items_without_training_pairs_get_no_id_embedding_and_no_bias():
@@ -148,13 +182,15 @@ def test_items_without_training_pairs_get_no_id_embedding_and_no_bias():
                     SplitConfig("temporal", (0.6, 0.2, 0.2), cold_items=0.5))
     prepared = prepare(TINY, config)
     cold = [2, 4, 5]  # i3, i5, i6: every pair held out (tests/test_data_build.py)
-    assert prepared.inputs.nodes["item"].id_mask.tolist() == [1, 1, 0, 1, 0, 0]
-    model = fit_module.build(prepared, config).model
+    id_mask = prepared.model_graph.node_sets["item"]["id_mask"].numpy()
+    assert id_mask.tolist() == [1, 1, 0, 1, 0, 0]
+    trained = fit_module.build(prepared, config)
+    model, graph = trained.model, trained.graph
     model.item_bias.assign(np.arange(1.0, 7.0))
-    before = model.embed()
+    before = model.embed(graph)
     ids = model.encoders["item"].ids.embeddings
     ids.assign(ids + 1.0)
-    after = model.embed()
+    after = model.embed(graph)
     moved = np.abs(after.item_h0.numpy() - before.item_h0.numpy()).max(axis=1)
     assert (moved[cold] == 0).all() and (moved[[0, 1, 3]] > 0.5).all()
     assert after.item_bias.numpy().tolist() == [1, 2, 0, 4, 0, 0]
@@ -164,6 +200,43 @@ def test_items_without_training_pairs_get_no_id_embedding_and_no_bias():
     np.testing.assert_allclose((user @ tf.transpose(item)).numpy(), expected, rtol=1e-5)
 
 
+def test_the_model_reads_a_subgraph_by_its_row_feature():
+    """The same model code embeds the full graph or a subgraph of it (what a sampler yields):
+    ID embeddings, features and biases are looked up by each node's "row", not its position."""
+    import tensorflow_gnn as tfgnn
+
+    config = tiny_config()
+    prepared = prepare(TINY, config)
+    trained = fit_module.build(prepared, config)
+    full = trained.model.embed(trained.graph)
+    keep = {"user": [3, 1], "item": [4, 0, 1], "entity": [2]}  # nodes in a new order
+
+    def node_set(name):
+        features = {f: tf.gather(v, keep[name]) for f, v in
+                    trained.graph.node_sets[name].features.items()}
+        return tfgnn.NodeSet.from_fields(sizes=[len(keep[name])], features=features)
+
+    def edge_set(name, source, target, pairs):
+        return tfgnn.EdgeSet.from_fields(
+            sizes=[len(pairs)],
+            features={"efeat": tf.ones([len(pairs), trained.graph.edge_sets[name]["efeat"]
+                                        .shape[1]])},
+            adjacency=tfgnn.Adjacency.from_indices(
+                (source, [p[0] for p in pairs]), (target, [p[1] for p in pairs])))
+
+    sub = tfgnn.GraphTensor.from_pieces(
+        node_sets={n: node_set(n) for n in keep},
+        edge_sets={"rates": edge_set("rates", "user", "item", [(0, 1)]),  # u4 -> i1
+                   "rated_by": edge_set("rated_by", "item", "user", [(1, 0)]),
+                   "about": edge_set("about", "item", "entity", [(1, 0)])})
+    part = trained.model.embed(sub)
+    np.testing.assert_allclose(part.item_h0.numpy(), full.item_h0.numpy()[keep["item"]],
+                               atol=1e-6)
+    np.testing.assert_allclose(part.user_h0.numpy(), full.user_h0.numpy()[keep["user"]],
+                               atol=1e-6)
+    np.testing.assert_allclose(part.item_bias.numpy(), full.item_bias.numpy()[keep["item"]])
+
+
 def test_mixed_precision_policy_keeps_outputs_float32():
     config = Config(ModelConfig(dim=8, layers=1), tiny_config().text,
                     TrainConfig(mixed_precision=True), SPLIT)
@@ -171,12 +244,13 @@ def test_mixed_precision_policy_keeps_outputs_float32():
     try:
         trained = fit_module.build(prepared, config)
         assert tf.keras.mixed_precision.global_policy().name == "mixed_float16"
-        h0, _ = trained.model.encoders["item"](None)
+        features = dict(trained.graph.node_sets["item"].features)
+        h0, _ = trained.model.encoders["item"](features)
         assert h0.dtype == tf.float16  # computed in float16 ...
-        e = trained.model.embed()
+        e = trained.model.embed(trained.graph)
         assert e.user.dtype == tf.float32
         assert trained.model.encoders["item"].ids.embeddings.dtype == tf.float32  # float32 weights
-        user, item, bias = fit_module.embeddings(trained.model)
+        user, item, bias = fit_module.embeddings(trained)
         assert user.dtype == item.dtype == bias.dtype == np.float32  # ... served in float32
         scores = trained.ranking.scorer((e.user[:2], e.item[:2]))
         assert scores.dtype == tf.float32

@@ -17,7 +17,7 @@ import numpy as np
 
 from tfrec.atomic import atomic_dir
 from tfrec.data.graph_data import GraphData, load_graph_data
-from tfrec.data.graph_tensor import to_graph_tensor
+from tfrec.data.graph_tensor import training_graph
 from tfrec.data.splits import SPLITS, Split, SplitConfig, split_interactions
 
 
@@ -31,13 +31,9 @@ class BuiltGraph:
 def build_graph(schema_path: str, split_config: SplitConfig) -> BuiltGraph:
     """Stages: read + validate tables (load_graph_data) -> split interaction pairs ->
     GraphTensor of the training graph, checked against the schema."""
-    import tensorflow_gnn as tfgnn
-
     data = load_graph_data(schema_path)
     split = split_interactions(data, split_config)
-    graph = to_graph_tensor(data, split)
-    tfgnn.check_compatible_with_schema_pb(graph, data.schema.proto)
-    return BuiltGraph(data, split, graph)
+    return BuiltGraph(data, split, training_graph(data, split))
 
 
 def summary(built: BuiltGraph) -> dict:

@@ -1,4 +1,7 @@
-"""GraphData + Split -> the message-passing tfgnn.GraphTensor (training interactions only)."""
+"""GraphData + Split -> THE training GraphTensor: the one graph that `tfrec data build` writes
+and that training, evaluation and export derive their model inputs from
+(`tfrec.model.inputs.model_graph`). It holds every node with its table features and every edge
+but the held-out interactions, and is checked against the schema's GraphTensorSpec."""
 
 import numpy as np
 
@@ -14,9 +17,10 @@ def training_edges(data: GraphData, split: Split) -> dict[str, np.ndarray | None
             else None for name, e in schema.edge_sets.items()}
 
 
-def to_graph_tensor(data: GraphData, split: Split):
+def training_graph(data: GraphData, split: Split):
     """The GraphTensor of `data` whose interaction edge sets (and their reverses) hold only the
-    training pairs of `split`; node features as in the tables, string features as tf.string."""
+    training pairs of `split`; node features as in the tables, string features as tf.string.
+    Raises if it does not match the schema (tfgnn.check_compatible_with_schema_pb)."""
     import tensorflow as tf
     import tensorflow_gnn as tfgnn
 
@@ -43,4 +47,6 @@ def to_graph_tensor(data: GraphData, split: Split):
             adjacency=tfgnn.Adjacency.from_indices(source=(spec.source, index(src)),
                                                    target=(spec.target, index(dst))),
             features=features(e.features, keep))
-    return tfgnn.GraphTensor.from_pieces(node_sets=node_sets, edge_sets=edge_sets)
+    graph = tfgnn.GraphTensor.from_pieces(node_sets=node_sets, edge_sets=edge_sets)
+    tfgnn.check_compatible_with_schema_pb(graph, data.schema.proto)
+    return graph

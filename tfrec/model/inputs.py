@@ -1,75 +1,84 @@
-"""GraphData -> ModelInputs: every feature as a numeric array, and the message-passing structure.
+"""The training GraphTensor -> the model's GraphTensor, the one input GraphRecommender reads.
 
-Strings become vocabulary indices (categorical), multi-hot rows (token lists) or frozen MiniLM
-sentence embeddings (text); numbers are standardised. Edge features (KG relation types,
-interaction event/rating) become one numeric row per edge that gates its message. Everything is
-computed once in numpy, so a training step runs only the dense model.
+`model_graph` derives it from the schema-checked training graph (tfrec.data.graph_tensor) in
+documented steps, each a function of that one graph:
+  1. select: without the knowledge graph (model.use_kg off) only the user and item node sets and
+     the edge sets between them are kept;
+  2. prune: the edges of knowledge-graph leaves are dropped (`kg_leaf_edges`): featureless
+     nodes outside the user and item sets with a single connection (an actor of one film) tell
+     the model nothing their one neighbour's own embedding does not;
+  3. node features: "row" [N] int32 (the node's row in the full graph: ID embeddings and item
+     biases are looked up by it, so a sampled subgraph works too), "id_mask" [N] float32 (1 for
+     users and items with training interactions: the others get no ID embedding),
+     "cat.<f>" [N] int32 vocabulary indices (0 = unknown), "tokens.<f>" [N, V] multi-hot rows,
+     "numeric" [N, F] standardised numbers, "text" [N, 384] frozen MiniLM embeddings (the
+     normalised mean over the node's text features) and, for fine-tuning, "text_ids" /
+     "text_mask" [N, T, L] (WordPiece ids and padding mask of each of its T text features);
+  4. edge features: "efeat" [E, 1 + F], the LightGCN norm 1 / sqrt(deg_out(u) deg_in(v)) first,
+     then one-hot categories and standardised numbers (they gate each edge's message).
+Vocabulary sizes and widths go into a `ModelSpec`, from which the model is built.
 """
 
 import dataclasses
 
 import numpy as np
 
-from tfrec.data.graph_data import GraphData
-from tfrec.data.graph_tensor import training_edges
-from tfrec.data.splits import Split
+from tfrec.schema import Schema
 
 MAX_TOKENS = 512  # vocabulary cap of a token-list feature (most frequent tokens kept)
+MAX_EDGE_VALUES = 64  # one-hot width cap of a string edge feature
 
 
-@dataclasses.dataclass
-class NodeInputs:
-    """Inputs of one node set with N nodes.
+@dataclasses.dataclass(frozen=True)
+class EncoderSpec:
+    """What the initial-state encoder of one node set reads from the model graph.
 
-    categorical: name -> ([N] int32 index, 0 = out of vocabulary; vocabulary size incl. OOV).
-    multi_hot: name -> [N, V] float32 rows (token lists).
-    numeric: [N, F] float32 standardised numeric features (F may be 0).
-    text: [N, 384] float32 mean of the node's L2-normalised text embeddings, or None.
-    id_mask: [N] float32, 1 for the nodes that get an ID embedding, 0 for users and items
-      without training interactions (nothing would train their ID; their state comes from
-      features, text and the knowledge graph), or None (every node).
+    size: rows of its ID table (the node set's size in the full graph).
+    categorical: feature -> vocabulary size, out-of-vocabulary index 0 included.
+    tokens: feature -> multi-hot width.
+    numeric: F, the width of "numeric" (0 = none).
+    text: the node set has a "text" feature; finetune: and "text_ids" / "text_mask".
     """
 
     size: int
-    categorical: dict[str, tuple[np.ndarray, int]]
-    multi_hot: dict[str, np.ndarray]
-    numeric: np.ndarray
-    text: np.ndarray | None
-    id_mask: np.ndarray | None = None
+    categorical: dict[str, int] = dataclasses.field(default_factory=dict)
+    tokens: dict[str, int] = dataclasses.field(default_factory=dict)
+    numeric: int = 0
+    text: bool = False
+    finetune: bool = False
 
 
-@dataclasses.dataclass
-class EdgeInputs:
-    """One edge set of the training graph: source, target [E] int32; features [E, F] float32
-    (a constant 1 column first, then one-hot categories and standardised numbers)."""
+@dataclasses.dataclass(frozen=True)
+class ModelSpec:
+    """graph_spec: tfgnn.GraphTensorSpec of the model graph; encoders: node set -> EncoderSpec."""
 
-    source_set: str
-    target_set: str
-    source: np.ndarray
-    target: np.ndarray
-    features: np.ndarray
-
-
-@dataclasses.dataclass
-class ModelInputs:
-    nodes: dict[str, NodeInputs]
-    edges: dict[str, EdgeInputs]
+    graph_spec: object
+    encoders: dict[str, EncoderSpec]
     user_set: str
     item_set: str
 
 
+def _strings(values) -> np.ndarray:
+    """A numpy array of bytes (tf.string) -> object array of str."""
+    return np.array([v.decode("utf-8") if isinstance(v, bytes) else str(v) for v in values],
+                    dtype=object)
+
+
 def _vocab(values: np.ndarray, cap: int | None = None) -> dict[str, int]:
+    """value -> index from 1 (0 = out of vocabulary), most frequent first, ties by value."""
     uniq, counts = np.unique(values.astype(str), return_counts=True)
     order = np.lexsort((uniq, -counts))[:cap]
-    return {uniq[i]: j + 1 for j, i in enumerate(order)}  # 0 = out of vocabulary
+    return {uniq[i]: j + 1 for j, i in enumerate(order)}
 
 
-def _categorical(values: np.ndarray) -> tuple[np.ndarray, int]:
+def categorical(values: np.ndarray) -> tuple[np.ndarray, int]:
+    """[N] strings -> ([N] int32 indices, vocabulary size incl. index 0)."""
     vocab = _vocab(values)
     return np.array([vocab.get(v, 0) for v in values.astype(str)], np.int32), len(vocab) + 1
 
 
-def _multi_hot(values: np.ndarray) -> np.ndarray:
+def multi_hot(values: np.ndarray) -> np.ndarray:
+    """[N] space-separated token lists -> [N, V] float32 (the MAX_TOKENS most frequent)."""
     tokens = [str(v).split() for v in values]
     vocab = _vocab(np.array([t for row in tokens for t in row] or [""], dtype=object), MAX_TOKENS)
     out = np.zeros((len(values), len(vocab)), np.float32)
@@ -80,91 +89,146 @@ def _multi_hot(values: np.ndarray) -> np.ndarray:
     return out
 
 
-def _standardise(columns: list[np.ndarray], n: int) -> np.ndarray:
+def standardise(columns: list[np.ndarray], n: int) -> np.ndarray:
+    """[n] numeric columns -> [n, F] float32, each with mean 0 and standard deviation 1."""
     if not columns:
         return np.zeros((n, 0), np.float32)
     x = np.stack([c.astype(np.float64) for c in columns], axis=1)
     return ((x - x.mean(0)) / (x.std(0) + 1e-9)).astype(np.float32)
 
 
-def node_inputs(data: GraphData, name: str, text: np.ndarray | None,
-                use_features: bool) -> NodeInputs:
-    spec = data.schema.node_sets[name]
-    feats = data.node_features[name] if use_features else {}
-    roles = {f.name: f.role for f in spec.features}
-    return NodeInputs(
-        size=data.num_nodes(name),
-        categorical={f: _categorical(v) for f, v in feats.items() if roles[f] == "categorical"},
-        multi_hot={f: _multi_hot(v) for f, v in feats.items() if roles[f] == "tokens"},
-        numeric=_standardise([v for f, v in feats.items() if roles[f] == "numeric"],
-                             data.num_nodes(name)),
-        text=text)
-
-
-def edge_feature_columns(features: dict[str, np.ndarray]) -> list[np.ndarray]:
-    """One-hot [E, V] blocks for string features (64 most frequent values), [E, 1] otherwise."""
+def edge_feature_columns(features: dict[str, np.ndarray]) -> np.ndarray | None:
+    """[E, F] float32: one-hot blocks for string features (MAX_EDGE_VALUES most frequent values),
+    one standardised column for numbers; None without features."""
     cols = []
     for values in features.values():
         if values.dtype == object:
-            vocab = _vocab(values, 64)
+            vocab = _vocab(values, MAX_EDGE_VALUES)
             idx = np.array([vocab.get(v, 0) for v in values.astype(str)])
             cols.append(np.eye(len(vocab) + 1, dtype=np.float32)[idx][:, 1:])
         else:
-            cols.append(_standardise([values], len(values)))
-    return cols
+            cols.append(standardise([values], len(values)))
+    return np.concatenate(cols, axis=1) if cols else None
 
 
-def _not_to_leaves(data: GraphData) -> dict[str, np.ndarray]:
-    """edge set -> [E] bool, False for the edges of knowledge-graph leaves: featureless nodes
-    outside the user and item sets with a single connection (e.g. an actor of one film), which
-    tell the model nothing their one neighbour's own embedding does not. Reverse edge sets are
-    not counted twice."""
-    schema = data.schema
-    degree = {n: np.zeros(data.num_nodes(n), np.int64) for n, spec in schema.node_sets.items()
+def lightgcn_norm(source: np.ndarray, target: np.ndarray, n_source: int,
+                  n_target: int) -> np.ndarray:
+    """[E] float32 1 / sqrt(deg_out(source) deg_in(target)), degrees counted in this edge set."""
+    deg_out = np.bincount(source, minlength=n_source).astype(np.float32)
+    deg_in = np.bincount(target, minlength=n_target).astype(np.float32)
+    return (1.0 / np.sqrt(np.maximum(deg_out[source] * deg_in[target], 1.0))).astype(np.float32)
+
+
+@dataclasses.dataclass
+class _Edges:
+    """One edge set of the graph in numpy: source, target [E] int64; features name -> [E]."""
+
+    source_set: str
+    target_set: str
+    source: np.ndarray
+    target: np.ndarray
+    features: dict[str, np.ndarray]
+
+
+def _graph_numpy(graph) -> tuple[dict, dict[str, int], dict[str, _Edges]]:
+    """(node features name -> {feature: [N] numpy}, sizes, edge sets) of a scalar GraphTensor."""
+    def numpy(t):
+        a = t.numpy()
+        return _strings(a) if a.dtype == object else a
+
+    nodes = {n: {f: numpy(v) for f, v in s.features.items()} for n, s in graph.node_sets.items()}
+    sizes = {n: int(s.sizes.numpy().sum()) for n, s in graph.node_sets.items()}
+    edges = {n: _Edges(e.adjacency.source_name, e.adjacency.target_name,
+                       e.adjacency.source.numpy().astype(np.int64),
+                       e.adjacency.target.numpy().astype(np.int64),
+                       {f: numpy(v) for f, v in e.features.items()})
+             for n, e in graph.edge_sets.items()}
+    return nodes, sizes, edges
+
+
+def kg_leaf_edges(schema: Schema, sizes: dict[str, int], edges: dict[str, _Edges]):
+    """edge set -> [E] bool, True for the edges of knowledge-graph leaves: featureless nodes
+    outside the user and item sets with a single connection. Reverse edge sets are not counted
+    twice."""
+    degree = {n: np.zeros(sizes[n], np.int64) for n, spec in schema.node_sets.items()
               if n not in (schema.user_set, schema.item_set) and not spec.features}
-    for name, spec in schema.edge_sets.items():
-        if spec.reverse_of is None:
-            for node_set, ids in ((spec.source, data.edges[name].source),
-                                  (spec.target, data.edges[name].target)):
+    for name, e in edges.items():
+        if schema.edge_sets[name].reverse_of is None:
+            for node_set, ids in ((e.source_set, e.source), (e.target_set, e.target)):
                 if node_set in degree:
-                    degree[node_set] += np.bincount(ids, minlength=len(degree[node_set]))
-    keep = {}
-    for name, spec in schema.edge_sets.items():
-        e = data.edges[name]
-        ok = np.ones(len(e.source), bool)
-        for node_set, ids in ((spec.source, e.source), (spec.target, e.target)):
+                    degree[node_set] += np.bincount(ids, minlength=sizes[node_set])
+    leaf = {}
+    for name, e in edges.items():
+        out = np.zeros(len(e.source), bool)
+        for node_set, ids in ((e.source_set, e.source), (e.target_set, e.target)):
             if node_set in degree:
-                ok &= degree[node_set][ids] > 1
-        keep[name] = ok
-    return keep
+                out |= degree[node_set][ids] <= 1
+        leaf[name] = out
+    return leaf
 
 
-def model_inputs(data: GraphData, split: Split, texts: dict[str, np.ndarray],
-                 use_kg: bool = True, use_features: bool = True,
-                 use_edge_features: bool = True) -> ModelInputs:
-    """The inputs of the recommender for the training graph of `split`.
+def model_graph(graph, schema: Schema, *, use_kg: bool = True, use_features: bool = True,
+                use_edge_features: bool = True, texts: dict[str, np.ndarray] | None = None,
+                text_tokens: dict[str, tuple[np.ndarray, np.ndarray]] | None = None):
+    """The model's GraphTensor and ModelSpec from the training `graph` (steps 1-4 above).
 
-    texts: node set -> [N, 384] text embeddings (absent = no text for that set).
-    use_kg=False keeps only the user and item node sets and the edge sets between them; the
-    edges of knowledge-graph leaves are left out (see _not_to_leaves).
+    texts: node set -> [N, 384] frozen text embeddings (absent: no text for that set).
+    text_tokens: node set -> (token ids [N, T, L] int32, padding mask [N, T, L] bool) of the node
+      sets whose text encoder is fine-tuned.
     """
-    schema = data.schema
+    import tensorflow as tf
+    import tensorflow_gnn as tfgnn
+
+    texts, text_tokens = texts or {}, text_tokens or {}
+    nodes, sizes, edges = _graph_numpy(graph)
+    # 1. select
     keep_sets = set(schema.node_sets) if use_kg else {schema.user_set, schema.item_set}
-    nodes = {n: node_inputs(data, n, texts.get(n), use_features) for n in sorted(keep_sets)}
-    edges = {}
-    not_to_leaves = _not_to_leaves(data)
-    for name, mask in training_edges(data, split).items():
-        spec, e = schema.edge_sets[name], data.edges[name]
-        if spec.source not in keep_sets or spec.target not in keep_sets:
-            continue
-        mask = not_to_leaves[name] if mask is None else mask & not_to_leaves[name]
-        src, dst = e.source[mask], e.target[mask]
-        feats = {f: v[mask] for f, v in e.features.items()}
-        cols = edge_feature_columns(feats) if use_edge_features else []
-        ones = np.ones((len(src), 1), np.float32)
-        edges[name] = EdgeInputs(spec.source, spec.target, src.astype(np.int32),
-                                 dst.astype(np.int32), np.concatenate([ones, *cols], axis=1))
-    users, items = split.pairs("train")
-    for name, ids in ((schema.user_set, users), (schema.item_set, items)):
-        nodes[name].id_mask = (np.bincount(ids, minlength=nodes[name].size) > 0).astype(np.float32)
-    return ModelInputs(nodes, edges, schema.user_set, schema.item_set)
+    edges = {n: e for n, e in edges.items()
+             if e.source_set in keep_sets and e.target_set in keep_sets}
+    # 2. prune
+    leaf = kg_leaf_edges(schema, sizes, edges)
+    edges = {n: _Edges(e.source_set, e.target_set, e.source[~leaf[n]], e.target[~leaf[n]],
+                       {f: v[~leaf[n]] for f, v in e.features.items()})
+             for n, e in edges.items()}
+    # 3. node features
+    interactions = edges[schema.interactions]
+    trained = {schema.user_set: interactions.source, schema.item_set: interactions.target}
+    node_sets, encoders = {}, {}
+    for name in (n for n in schema.node_sets if n in keep_sets):
+        n = sizes[name]
+        roles = {f.name: f.role for f in schema.node_sets[name].features}
+        feats = nodes[name] if use_features else {}
+        out = {"row": np.arange(n, dtype=np.int32)}
+        if name in trained:
+            out["id_mask"] = (np.bincount(trained[name], minlength=n) > 0).astype(np.float32)
+        cats = {f: categorical(v) for f, v in feats.items() if roles[f] == "categorical"}
+        out.update({f"cat.{f}": idx for f, (idx, _) in cats.items()})
+        tokens = {f: multi_hot(v) for f, v in feats.items() if roles[f] == "tokens"}
+        out.update({f"tokens.{f}": m for f, m in tokens.items()})
+        numeric = standardise([v for f, v in feats.items() if roles[f] == "numeric"], n)
+        if numeric.shape[1]:
+            out["numeric"] = numeric
+        if name in texts:
+            out["text"] = np.asarray(texts[name], np.float32)
+        if name in text_tokens:
+            out["text_ids"], out["text_mask"] = text_tokens[name]
+        encoders[name] = EncoderSpec(n, {f: v for f, (_, v) in cats.items()},
+                                     {f: m.shape[1] for f, m in tokens.items()},
+                                     numeric.shape[1], name in texts, name in text_tokens)
+        node_sets[name] = tfgnn.NodeSet.from_fields(
+            sizes=tf.constant([n], tf.int32),
+            features={f: tf.constant(v) for f, v in out.items()})
+    # 4. edge features
+    edge_sets = {}
+    for name, e in edges.items():
+        norm = lightgcn_norm(e.source, e.target, sizes[e.source_set], sizes[e.target_set])
+        feats = edge_feature_columns(e.features) if use_edge_features else None
+        efeat = norm[:, None] if feats is None else np.concatenate([norm[:, None], feats], 1)
+        edge_sets[name] = tfgnn.EdgeSet.from_fields(
+            sizes=tf.constant([len(e.source)], tf.int32),
+            adjacency=tfgnn.Adjacency.from_indices(
+                source=(e.source_set, tf.constant(e.source, tf.int32)),
+                target=(e.target_set, tf.constant(e.target, tf.int32))),
+            features={"efeat": tf.constant(efeat, tf.float32)})
+    model_in = tfgnn.GraphTensor.from_pieces(node_sets=node_sets, edge_sets=edge_sets)
+    return model_in, ModelSpec(model_in.spec, encoders, schema.user_set, schema.item_set)

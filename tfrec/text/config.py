@@ -21,11 +21,18 @@ class TextConfig:
       sequence_length: tokens per text after packing, [CLS] and [SEP] included; longer texts
         are truncated. 32 fits product and movie titles.
       batch_size: texts per forward pass when precomputing embeddings.
+      finetune_items: "finetune": the number of a training batch's distinct positive items whose
+        text is re-encoded with gradients each step (the others are read from a table that is
+        re-encoded every epoch); the cost of a step grows with it.
+      learning_rate: "finetune": Adam learning rate of the BERT backbone (the rest of the model
+        uses train.learning_rate; pretrained transformers want a far smaller one).
     """
 
     mode: str = "frozen"
     sequence_length: int = 32
     batch_size: int = 128
+    finetune_items: int = 128
+    learning_rate: float = 3e-5
 
     def __post_init__(self):
         if self.mode not in MODES:
@@ -35,6 +42,11 @@ class TextConfig:
         _check_int("text.sequence_length", self.sequence_length,
                    MIN_SEQUENCE_LENGTH, MAX_SEQUENCE_LENGTH)
         _check_int("text.batch_size", self.batch_size, 1, 65536)
+        _check_int("text.finetune_items", self.finetune_items, 1, 65536)
+        lr = self.learning_rate
+        if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not 1e-9 <= lr <= 1.0:
+            raise TfrecError(f"text.learning_rate is {lr!r}, but it must be a number from 1e-9 "
+                             "to 1.")
 
     @classmethod
     def from_dict(cls, values: dict) -> "TextConfig":

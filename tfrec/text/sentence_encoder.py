@@ -50,15 +50,28 @@ class SentenceEncoder(tf.keras.layers.Layer):
     def embedding_dim(self) -> int:
         return int(self.backbone.hidden_dim)
 
-    def call(self, texts, training=None):
+    def tokenize(self, texts):
+        """texts [B] (or [B, 1]) string -> (token_ids [B, L] int32, padding_mask [B, L] bool),
+        in-graph (WordPiece ops): [CLS] text [SEP], truncated, padded to L = sequence_length."""
         texts = tf.convert_to_tensor(texts)
         if texts.dtype != tf.string:
             raise TypeError(f"SentenceEncoder expects string texts, got {texts.dtype.name}.")
         if texts.shape.rank == 2:
             texts = tf.squeeze(texts, axis=-1)
         inputs = self.preprocessor(texts)
-        outputs = self.backbone(inputs, training=training if self.trainable_backbone else False)
-        return self.pooling(outputs["sequence_output"], inputs["padding_mask"])
+        return (tf.cast(inputs["token_ids"], tf.int32),
+                tf.cast(inputs["padding_mask"], tf.bool))
+
+    def encode_tokens(self, token_ids, padding_mask, training=None):
+        """token_ids, padding_mask [B, L] -> [B, 384] float32 unit rows. No text ops, so it
+        compiles with XLA (fine-tuning tokenises once, then trains on the ids)."""
+        outputs = self.backbone({"token_ids": token_ids, "segment_ids": tf.zeros_like(token_ids),
+                                 "padding_mask": padding_mask},
+                                training=training if self.trainable_backbone else False)
+        return self.pooling(outputs["sequence_output"], padding_mask)
+
+    def call(self, texts, training=None):
+        return self.encode_tokens(*self.tokenize(texts), training=training)
 
     def compute_output_shape(self, input_shape):
         return tf.TensorShape([input_shape[0], self.embedding_dim])

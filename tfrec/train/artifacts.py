@@ -17,13 +17,13 @@ def load_artifacts(run_dir: str) -> ExportArtifacts:
 
     run = RunDir(run_dir)
     schema, config = run.schema_and_config()
-    if config.model.kind != "gnn":
-        raise TfrecError(f"run {run_dir} is a {config.model.kind} baseline; only tfrec's model "
-                         "(model.kind = \"gnn\") exports")
+    if config.model.kind == "popularity":
+        raise TfrecError(f"run {run_dir} is a popularity baseline, which has no embeddings to "
+                         "export; train model.kind \"gnn\" or \"mf\"")
     prepared = prepare(schema, config, progress=False)
     trained = build(prepared, config)
     restore_best(trained, run)
-    user_emb, item_emb, item_bias = embeddings(trained.model)
+    user_emb, item_emb, item_bias = embeddings(trained)
     s = prepared.data.schema
     indptr, indices = csr_from_pairs(prepared.split.pair_user, prepared.split.pair_item,
                                      prepared.num_users)
@@ -35,8 +35,9 @@ def load_artifacts(run_dir: str) -> ExportArtifacts:
         from tfrec.text import SentenceEncoder
 
         scale = float(np.linalg.norm(item_emb, axis=1).mean())
-        text_encoder = ItemTextEncoder(SentenceEncoder(config.text.sequence_length),
-                                       projection, scale)
+        # the fine-tuned backbone if it trained, else the pretrained one the run embedded with
+        sentence = trained.model.sentence_encoder or SentenceEncoder(config.text.sequence_length)
+        text_encoder = ItemTextEncoder(sentence, projection, scale)
     metrics = run.metrics_file.read_text() if run.metrics_file.is_file() else "{}"
     import json
 

@@ -53,7 +53,7 @@ def _train(args) -> int:
               f"{info['epoch_seconds']:.2f} s per epoch, {info['train_seconds']} s in all, "
               f"peak memory {info['peak_rss_mib']} MiB")
     print(f"run folder:  {run_dir}   (metrics.json, run.json)")
-    if info["kind"] == "gnn":
+    if info["kind"] != "popularity":
         print(f"checkpoints: {run_dir}/checkpoints (best: {run_dir}/checkpoints/best)")
         print(f"TensorBoard: tensorboard --logdir {run_dir}/logs")
     return 0

@@ -1,5 +1,11 @@
-"""Fitting the GraphRecommender: full-graph steps with TFRS losses, validation NDCG@20 early
-stopping, a checkpoint every epoch (resumable), TensorBoard, and a clean stop on a NaN loss."""
+"""Fitting the GraphRecommender (tfrec's GNN, or MF: the same model without message passing).
+
+    Batches (shuffled training pairs) --Trainer.step--> losses (Objective: TFRS heads)
+    per epoch: steps -> refresh fine-tuned text -> validate -> checkpoint + early stop -> log
+Full-graph steps: every step embeds the whole model graph, then scores the batch's pairs.
+A checkpoint every epoch (resumable), the best one in checkpoints/best, TensorBoard, and a
+clean stop (exit 3) on a non-finite loss.
+"""
 
 import dataclasses
 import math
@@ -15,7 +21,7 @@ from tfrec.evaluate.harness import evaluate
 from tfrec.heads.alignment import AlignmentHead
 from tfrec.heads.ranking import RankingHead
 from tfrec.heads.retrieval import RetrievalHead
-from tfrec.model.recommender import GraphRecommender
+from tfrec.model.recommender import Embeddings, GraphRecommender, resolved
 from tfrec.train.prepare import Prepared
 from tfrec.train.run_dir import RunDir
 from tfrec.train.tensorboard import Board
@@ -29,11 +35,12 @@ class TrainingDiverged(TfrecError):
 
 @dataclasses.dataclass
 class Trained:
-    """A model with its heads, restored or freshly built (see `build`)."""
+    """A model with its heads and the graph it embeds, restored or freshly built (`build`)."""
 
     model: GraphRecommender
     ranking: RankingHead | None
     checkpoint: tf.train.Checkpoint
+    graph: object  # the model graph (tfrec.model.inputs) of the full training graph
 
 
 @dataclasses.dataclass
@@ -61,22 +68,23 @@ def _optimizer(config: Config, steps_per_epoch: int):
     else:
         lr = t.learning_rate
     if t.optimizer == "adamw":
-        opt = tf.keras.optimizers.AdamW(lr, weight_decay=t.weight_decay)
-    elif t.optimizer == "sgd":
-        opt = tf.keras.optimizers.SGD(lr, momentum=0.9)
-    else:
-        opt = tf.keras.optimizers.Adam(lr)
-    if t.mixed_precision:
-        opt = tf.keras.mixed_precision.LossScaleOptimizer(opt)
-    return opt
+        return tf.keras.optimizers.AdamW(lr, weight_decay=t.weight_decay)
+    if t.optimizer == "sgd":
+        return tf.keras.optimizers.SGD(lr, momentum=0.9)
+    return tf.keras.optimizers.Adam(lr)
 
 
-def build(prepared: Prepared, config: Config, optimizer=None) -> Trained:
-    """The model, its ranking head and a checkpoint of them (and of `optimizer`), built eagerly."""
+def build(prepared: Prepared, config: Config, optimizers: dict | None = None) -> Trained:
+    """The model, its ranking head and a checkpoint of them (and of `optimizers`: name ->
+    optimizer), built eagerly; fine-tuned text tables start from the frozen embeddings."""
     apply_precision(config)
     tf.keras.utils.set_random_seed(config.train.seed)
-    model = GraphRecommender(prepared.inputs, config.model)
-    e = model.embed()
+    model = GraphRecommender(prepared.spec, resolved(config.model), prepared.sentence_encoder)
+    graph = prepared.model_graph
+    e = model.embed(graph)
+    for name, encoder in model.encoders.items():
+        if encoder.text_table is not None:
+            encoder.text_table.assign(graph.node_sets[name]["text"])
     ranking = None
     if prepared.ranking_labels() is not None and config.train.ranking_weight > 0:
         ranking = RankingHead(classification=prepared.data.schema.ranking_label[1] is not None)
@@ -85,94 +93,209 @@ def build(prepared: Prepared, config: Config, optimizer=None) -> Trained:
                  best_epoch=tf.Variable(0), bad_epochs=tf.Variable(0))
     if ranking is not None:
         state["ranking"] = ranking
-    if optimizer is not None:
-        state["optimizer"] = optimizer
-    return Trained(model, ranking, tf.train.Checkpoint(**state))
+    state.update(optimizers or {})
+    return Trained(model, ranking, tf.train.Checkpoint(**state), graph)
 
 
-def embeddings(model: GraphRecommender) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+def embeddings(trained: Trained) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """(user [U, D], item [I, D], item bias [I] or None) float32 numpy, in inference mode:
     the score of (u, i) is user[u] . item[i] + bias[i]."""
-    e = model.embed(training=False)
+    e = trained.model.embed(trained.graph, training=False)
     return e.user.numpy(), e.item.numpy(), None if e.item_bias is None else e.item_bias.numpy()
 
 
-def fit(prepared: Prepared, config: Config, run: RunDir, progress: bool = True,
-        log=lambda line: print(line, flush=True)) -> tuple[Trained, FitReport]:
-    """Trains until `train.epochs` or early stopping; returns the best epoch's model."""
-    t = config.train
-    users, items = prepared.split.pairs("train")
-    labels = prepared.ranking_labels()
-    if labels is None:
-        labels = np.zeros(len(users), np.float32)
-    n = len(users)
-    chunk = min(t.chunk, t.batch_size, n)
-    batch = chunk * (min(t.batch_size, n) // chunk)  # a fixed batch: one trace, whole chunks
-    steps = math.ceil(n / batch)
-    opt = _optimizer(config, steps)
-    trained = build(prepared, config, opt)
-    model, ranking, ckpt = trained.model, trained.ranking, trained.checkpoint
-    negatives = None if t.negatives == "all" else int(t.negatives)
-    sampling = None
-    if t.logq:  # how often an item is a positive: in-batch negatives are drawn that often
-        sampling = (np.bincount(items, minlength=prepared.num_items) / n).astype(np.float32)
-    seen = np.flatnonzero(prepared.inputs.nodes[prepared.inputs.item_set].id_mask)
-    retrieval = RetrievalHead(seen, t.temperature, negatives, chunk, sampling)
-    has_text = model.encoders[prepared.inputs.item_set].text is not None
-    align = AlignmentHead(text_only=t.align_mode == "text") if t.align_weight > 0 and has_text \
-        else None
-    latest = tf.train.CheckpointManager(ckpt, str(run.checkpoints), max_to_keep=2)
-    best = tf.train.CheckpointManager(ckpt, str(run.checkpoints / "best"), max_to_keep=1)
-    resumed = 0
-    if latest.latest_checkpoint:
-        ckpt.restore(latest.latest_checkpoint).expect_partial()
-        resumed = int(ckpt.epoch.numpy())
-        log(f"resuming {run.path} after epoch {resumed} (best {EARLY_STOP_METRIC} "
-            f"{float(ckpt.best.numpy()):.4f} at epoch {int(ckpt.best_epoch.numpy())})")
-    variables = model.trainable_variables + (ranking.trainable_variables if ranking else [])
+@dataclasses.dataclass
+class Batches:
+    """Training pairs in fixed-size shuffled batches (one trace; the last batch wraps around).
 
-    @tf.function(jit_compile=t.xla)
-    def step(u_rows, i_rows, y):
-        with tf.GradientTape() as tape:
-            e = model.embed(training=True)  # float32 outputs, whatever the compute dtype
-            user_table, item_table = e.scoring()  # dot products = scores (bias included)
-            losses = {"retrieval": retrieval(tf.gather(user_table, u_rows), item_table, i_rows)}
-            u, i = tf.gather(e.user, u_rows), tf.gather(e.item, i_rows)
-            total = losses["retrieval"]
-            if ranking is not None:
-                losses["ranking"] = ranking(u, i, y)
-                total += t.ranking_weight * losses["ranking"]
-            if align is not None:
-                # the first chunk of the (shuffled) batch: a [chunk, chunk] contrast, not [B, B]
-                losses["alignment"] = align(e.item_text, e.item, i_rows[:chunk])
-                total += t.align_weight * losses["alignment"]
-            u0, i0 = tf.gather(e.user_h0, u_rows), tf.gather(e.item_h0, i_rows)
-            losses["l2"] = t.weight_decay * tf.reduce_mean(
-                tf.reduce_sum(u0 * u0, -1) + tf.reduce_sum(i0 * i0, -1))
-            if t.optimizer != "adamw":
-                total += losses["l2"]
-            losses["total"] = total
-            scaled = opt.get_scaled_loss(total) if t.mixed_precision else total
-        grads = tape.gradient(scaled, variables)
-        if t.mixed_precision:
-            grads = opt.get_unscaled_gradients(grads)
-        opt.apply_gradients(zip(grads, variables))
+    users, items [P] int32 rows; labels [P] float32 ranking labels; batch: B, a multiple of
+    chunk (the in-batch negatives of a row are the other rows of its chunk)."""
+
+    users: np.ndarray
+    items: np.ndarray
+    labels: np.ndarray
+    batch: int
+    chunk: int
+    seed: int
+
+    @classmethod
+    def of(cls, prepared: Prepared, config: Config) -> "Batches":
+        t = config.train
+        users, items = prepared.split.pairs("train")
+        labels = prepared.ranking_labels()
+        n = len(users)
+        chunk = min(t.chunk, t.batch_size, n)
+        batch = chunk * (min(t.batch_size, n) // chunk)
+        return cls(users.astype(np.int32), items.astype(np.int32),
+                   np.zeros(n, np.float32) if labels is None else labels, batch, chunk, t.seed)
+
+    @property
+    def steps(self) -> int:
+        return math.ceil(len(self.users) / self.batch)
+
+    def epoch(self, epoch: int):
+        """Yields (user rows [B], item rows [B], labels [B]) for each step of `epoch`."""
+        n = len(self.users)
+        order = np.random.default_rng([self.seed, epoch]).permutation(n)
+        for s in range(self.steps):
+            rows = order[(s * self.batch + np.arange(self.batch)) % n]
+            yield self.users[rows], self.items[rows], self.labels[rows]
+
+
+class Objective:
+    """The losses of a batch from the model's embeddings, each a head of its own: TFRS
+    retrieval, TFRS ranking (optional), text/graph alignment (optional), L2 on layer-0 states."""
+
+    def __init__(self, prepared: Prepared, config: Config, trained: Trained, batches: Batches):
+        t = config.train
+        self.config = t
+        items = batches.items
+        sampling = None
+        if t.logq:  # how often an item is a positive: in-batch negatives are drawn that often
+            sampling = (np.bincount(items, minlength=prepared.num_items) / len(items)
+                        ).astype(np.float32)
+        seen = np.flatnonzero(np.bincount(items, minlength=prepared.num_items))
+        negatives = None if t.negatives == "all" else int(t.negatives)
+        self.retrieval = RetrievalHead(seen, t.temperature, negatives, batches.chunk, sampling)
+        self.ranking = trained.ranking
+        has_text = trained.model.encoders[prepared.spec.item_set].text is not None
+        self.align = AlignmentHead(text_only=t.align_mode == "text") \
+            if t.align_weight > 0 and has_text else None
+        self.chunk = batches.chunk
+
+    def __call__(self, e: Embeddings, u_rows, i_rows, labels) -> dict:
+        """e: embeddings of the full graph; u_rows, i_rows [B] int32; labels [B] float32.
+        Returns {component: scalar}, "total" the weighted sum that is minimised."""
+        t = self.config
+        user_table, item_table = e.scoring()  # dot products = scores (bias included)
+        losses = {"retrieval": self.retrieval(tf.gather(user_table, u_rows), item_table, i_rows)}
+        total = losses["retrieval"]
+        if self.ranking is not None:
+            losses["ranking"] = self.ranking(tf.gather(e.user, u_rows), tf.gather(e.item, i_rows),
+                                             labels)
+            total += t.ranking_weight * losses["ranking"]
+        if self.align is not None:
+            # the first chunk of the (shuffled) batch: a [chunk, chunk] contrast, not [B, B]
+            losses["alignment"] = self.align(e.item_text, e.item, i_rows[:self.chunk])
+            total += t.align_weight * losses["alignment"]
+        u0, i0 = tf.gather(e.user_h0, u_rows), tf.gather(e.item_h0, i_rows)
+        losses["l2"] = t.weight_decay * tf.reduce_mean(
+            tf.reduce_sum(u0 * u0, -1) + tf.reduce_sum(i0 * i0, -1))
+        if t.optimizer != "adamw":  # AdamW decays the weights itself
+            total += losses["l2"]
+        losses["total"] = total
         return losses
 
-    board = Board(run.logs)
-    seconds = []
-    stopped = int(ckpt.bad_epochs.numpy()) >= t.patience  # an early-stopped run is complete
-    last = resumed if stopped else t.epochs
-    bar = _progress(t.epochs, resumed, progress)
-    epoch = resumed
-    for epoch in range(resumed + 1, last + 1):
-        start = time.perf_counter()
-        order = np.random.default_rng([t.seed, epoch]).permutation(n)
+
+def _fresh_items(items: np.ndarray, count: int, rng: np.random.Generator) -> np.ndarray:
+    """[count] int32: distinct items of the batch drawn at random (repeated if fewer), the
+    ones whose text is re-encoded with gradients this step."""
+    distinct = rng.permutation(np.unique(items))
+    return np.resize(distinct, count).astype(np.int32)
+
+
+class Trainer:
+    """One run's training loop: `fit()` = restore -> (epoch: steps -> refresh text ->
+    validate -> checkpoint/early stop -> log) -> the best epoch's model."""
+
+    def __init__(self, prepared: Prepared, config: Config, run: RunDir, progress: bool, log):
+        self.prepared, self.config, self.run = prepared, config, run
+        self.progress, self.log = progress, log
+        self.batches = Batches.of(prepared, config)
+        self.optimizers = {"optimizer": _optimizer(config, self.batches.steps)}
+        if prepared.sentence_encoder is not None:
+            self.optimizers["text_optimizer"] = tf.keras.optimizers.Adam(
+                config.text.learning_rate)
+        self.trained = build(prepared, config, self.optimizers)
+        self.objective = Objective(prepared, config, self.trained, self.batches)
+        self.metric = EARLY_STOP_METRIC
+        ckpt = self.trained.checkpoint
+        self.latest = tf.train.CheckpointManager(ckpt, str(run.checkpoints), max_to_keep=2)
+        self.best = tf.train.CheckpointManager(ckpt, str(run.checkpoints / "best"),
+                                               max_to_keep=1)
+        self.step = self._step_function()
+
+    def _step_function(self):
+        """One optimisation step as a tf.function (XLA-compiled with train.xla)."""
+        t, model = self.config.train, self.trained.model
+        backbone = model.sentence_encoder
+        text_vars = backbone.trainable_variables if backbone is not None else []
+        text_ids = {id(v) for v in text_vars}
+        ranking = self.trained.ranking
+        other = [v for v in model.trainable_variables if id(v) not in text_ids]
+        other += ranking.trainable_variables if ranking is not None else []
+        optimizer, text_optimizer = self.optimizers["optimizer"], \
+            self.optimizers.get("text_optimizer")
+        scale = t.mixed_precision
+        if scale:
+            optimizer = tf.keras.mixed_precision.LossScaleOptimizer(optimizer)
+        graph = self.trained.graph
+
+        @tf.function(jit_compile=t.xla)
+        def step(u_rows, i_rows, labels, fresh):
+            with tf.GradientTape() as tape:
+                e = model.embed(graph, training=True, fresh_items=fresh)
+                losses = self.objective(e, u_rows, i_rows, labels)
+                loss = optimizer.get_scaled_loss(losses["total"]) if scale else losses["total"]
+            grads = tape.gradient(loss, other + text_vars)
+            if scale:
+                grads = optimizer.get_unscaled_gradients(grads)
+            optimizer.apply_gradients(zip(grads[:len(other)], other))
+            if text_vars:
+                text_optimizer.apply_gradients(zip(grads[len(other):], text_vars))
+            return losses
+
+        return step
+
+    def fit(self) -> tuple[Trained, FitReport]:
+        """Trains until train.epochs or early stopping; returns the best epoch's model."""
+        t, ckpt = self.config.train, self.trained.checkpoint
+        resumed = self._restore()
+        stopped = int(ckpt.bad_epochs.numpy()) >= t.patience  # an early-stopped run is complete
+        board = Board(self.run.logs)
+        bar = _progress(t.epochs, resumed, self.progress)
+        seconds, epoch = [], resumed
+        for epoch in range(resumed + 1, (resumed if stopped else t.epochs) + 1):
+            start = time.perf_counter()
+            means = self._train_epoch(epoch, bar)
+            self.trained.model.refresh_text(self.trained.graph)
+            seconds.append(time.perf_counter() - start)
+            valid = self._validate()
+            board.epoch(epoch, means, self._learning_rate(), valid)
+            improved = self._checkpoint(epoch, valid[self.metric])
+            bar.update(1)
+            bar.set_postfix(loss=f"{means['total']:.4f}", valid=f"{valid[self.metric]:.4f}")
+            self._write(bar, f"epoch {epoch:3d}  loss {means['total']:.4f}  valid {self.metric} "
+                        f"{valid[self.metric]:.4f}  {seconds[-1]:.1f}s" + ("  *" if improved else ""))
+            if int(ckpt.bad_epochs.numpy()) >= t.patience:
+                self._write(bar, f"early stop: no better {self.metric} for {t.patience} epochs")
+                break
+        bar.close()
+        restore_best(self.trained, self.run)
+        report = FitReport(int(ckpt.best_epoch.numpy()), float(ckpt.best.numpy()), epoch,
+                           float(np.mean(seconds)) if seconds else 0.0, resumed)
+        return self.trained, report
+
+    def _restore(self) -> int:
+        """Resumes from the latest checkpoint; returns the epoch it holds (0 = fresh)."""
+        ckpt = self.trained.checkpoint
+        if not self.latest.latest_checkpoint:
+            return 0
+        ckpt.restore(self.latest.latest_checkpoint).expect_partial()
+        resumed = int(ckpt.epoch.numpy())
+        self.log(f"resuming {self.run.path} after epoch {resumed} (best {self.metric} "
+                 f"{float(ckpt.best.numpy()):.4f} at epoch {int(ckpt.best_epoch.numpy())})")
+        return resumed
+
+    def _train_epoch(self, epoch: int, bar) -> dict[str, float]:
+        """Runs the steps of `epoch`; returns the mean of each loss component."""
+        count = self.config.text.finetune_items
+        rng = np.random.default_rng([self.config.train.seed, epoch, 1])
         sums: dict[str, float] = {}
-        for s in range(steps):
-            rows = order[(s * batch + np.arange(batch)) % n]  # the last batch wraps around
-            losses = step(tf.constant(users[rows], tf.int32), tf.constant(items[rows], tf.int32),
-                          tf.constant(labels[rows]))
+        for s, (u, i, y) in enumerate(self.batches.epoch(epoch)):
+            fresh = _fresh_items(i, count, rng) if self.prepared.sentence_encoder is not None \
+                else np.zeros([0], np.int32)
+            losses = self.step(tf.constant(u), tf.constant(i), tf.constant(y), tf.constant(fresh))
             for k, v in losses.items():
                 sums[k] = sums.get(k, 0.0) + float(v)
             if not math.isfinite(sums["total"]):
@@ -180,40 +303,44 @@ def fit(prepared: Prepared, config: Config, run: RunDir, progress: bool = True,
                 raise TrainingDiverged(
                     f"the training loss became {sums['total']} at epoch {epoch}, step {s + 1}; "
                     f"training stopped and the last good checkpoint (epoch {epoch - 1}) is kept "
-                    f"in {run.checkpoints}: lower train.learning_rate")
-        seconds.append(time.perf_counter() - start)
-        means = {k: v / steps for k, v in sums.items()}
-        valid = evaluate(embedding_score_fn(*embeddings(model)), prepared, config.eval.ks,
-                         splits=("valid",))["valid"]
+                    f"in {self.run.checkpoints}: lower train.learning_rate")
+        return {k: v / self.batches.steps for k, v in sums.items()}
+
+    def _validate(self) -> dict[str, float]:
+        scores = embedding_score_fn(*embeddings(self.trained))
+        return evaluate(scores, self.prepared, self.config.eval.ks, splits=("valid",))["valid"]
+
+    def _learning_rate(self) -> float:
+        opt = self.optimizers["optimizer"]
         lr = opt.learning_rate
-        lr = float(lr(opt.iterations) if callable(lr) else lr)
-        board.epoch(epoch, means, lr, valid)
-        score = valid[EARLY_STOP_METRIC]
+        return float(lr(opt.iterations) if callable(lr) else lr)
+
+    def _checkpoint(self, epoch: int, score: float) -> bool:
+        """Saves the epoch (and the best one); returns whether `score` improved on the best."""
+        ckpt = self.trained.checkpoint
         ckpt.epoch.assign(epoch)
         improved = score > float(ckpt.best.numpy())
         if improved:
             ckpt.best.assign(score)
             ckpt.best_epoch.assign(epoch)
             ckpt.bad_epochs.assign(0)
+            self.best.save(checkpoint_number=epoch)
         else:
             ckpt.bad_epochs.assign_add(1)
-        if improved:
-            best.save(checkpoint_number=epoch)
-        latest.save(checkpoint_number=epoch)
-        bar.update(1)
-        bar.set_postfix(loss=f"{means['total']:.4f}", ndcg20=f"{score:.4f}")
-        _write(bar, f"epoch {epoch:3d}  loss {means['total']:.4f}  valid ndcg@20 {score:.4f}  "
-               f"recall@20 {valid['recall@20']:.4f}  {seconds[-1]:.1f}s"
-               + ("  *" if improved else ""), progress, log)
-        if int(ckpt.bad_epochs.numpy()) >= t.patience:
-            _write(bar, f"early stop: no better {EARLY_STOP_METRIC} for {t.patience} epochs",
-                   progress, log)
-            break
-    bar.close()
-    restore_best(trained, run)
-    report = FitReport(int(ckpt.best_epoch.numpy()), float(ckpt.best.numpy()), epoch,
-                       float(np.mean(seconds)) if seconds else 0.0, resumed)
-    return trained, report
+        self.latest.save(checkpoint_number=epoch)
+        return improved
+
+    def _write(self, bar, line: str) -> None:
+        if self.progress:
+            bar.write(line)
+        else:
+            self.log(line)
+
+
+def fit(prepared: Prepared, config: Config, run: RunDir, progress: bool = True,
+        log=lambda line: print(line, flush=True)) -> tuple[Trained, FitReport]:
+    """Trains until `train.epochs` or early stopping; returns the best epoch's model."""
+    return Trainer(prepared, config, run, progress, log).fit()
 
 
 def restore_best(trained: Trained, run: RunDir) -> None:
@@ -227,12 +354,4 @@ def _progress(total: int, done: int, enabled: bool):
     from tqdm import tqdm
 
     return tqdm(total=total, initial=done, desc="training", unit="epoch",
-                disable=None if enabled else True,
-                leave=False, dynamic_ncols=True)
-
-
-def _write(bar, line: str, progress: bool, log) -> None:
-    if progress:
-        bar.write(line)
-    else:
-        log(line)
+                disable=None if enabled else True, leave=False, dynamic_ncols=True)

@@ -1,7 +1,6 @@
-"""Everything a model needs before it trains: graph data, split, text embeddings, model inputs.
-
-Shared by `tfrec train`, `tfrec evaluate` and `tfrec export`, so all three see the same split.
-"""
+"""Everything a model needs before it trains: graph data, split, the training graph, the model
+graph. Shared by `tfrec train`, `tfrec evaluate` and `tfrec export`, so all three see the same
+split and the same graph (the one `tfrec data build` writes)."""
 
 import dataclasses
 
@@ -9,16 +8,21 @@ import numpy as np
 
 from tfrec.config import Config
 from tfrec.data.graph_data import GraphData, load_graph_data
+from tfrec.data.graph_tensor import training_graph
 from tfrec.data.splits import Split, split_interactions
 from tfrec.evaluate.metrics import csr_from_pairs
-from tfrec.model.inputs import ModelInputs, model_inputs
+from tfrec.model.inputs import ModelSpec, model_graph
+from tfrec.model.recommender import resolved
 
 
 @dataclasses.dataclass
 class Prepared:
     data: GraphData
     split: Split
-    inputs: ModelInputs | None  # None for the baselines
+    graph: object  # the schema-checked training tfgnn.GraphTensor
+    model_graph: object = None  # its model form (tfrec.model.inputs); None for popularity
+    spec: ModelSpec | None = None
+    sentence_encoder: object = None  # the SentenceEncoder to fine-tune (text.mode "finetune")
 
     @property
     def num_users(self) -> int:
@@ -49,29 +53,60 @@ class Prepared:
         return per_pair[self.split.pair_split == 0]
 
 
-def node_texts(data: GraphData, config: Config, progress: bool = True) -> dict[str, np.ndarray]:
-    """node set -> [N, 384]: the normalised mean of the MiniLM embeddings of its text features."""
-    if config.text.mode == "off" or not config.model.use_text:
-        return {}
+def _graph_texts(graph, schema) -> dict[str, list[list[str]]]:
+    """node set -> its text features' values ([T] lists of N strings), read from the graph."""
+    out: dict[str, list[list[str]]] = {}
+    for node_set, feature in schema.text_features:
+        values = graph.node_sets[node_set][feature].numpy()
+        out.setdefault(node_set, []).append([v.decode("utf-8") for v in values])
+    return out
+
+
+def node_texts(texts: dict[str, list[list[str]]], config: Config,
+               progress: bool = True) -> dict[str, np.ndarray]:
+    """node set -> [N, 384]: the normalised mean of the frozen MiniLM embeddings of its texts."""
     from tfrec.text import embed_texts
 
-    out: dict[str, list[np.ndarray]] = {}
-    for node_set, feature in data.schema.text_features:
-        texts = list(data.node_features[node_set][feature])
-        out.setdefault(node_set, []).append(embed_texts(texts, config.text, progress=progress))
-    mean = {n: np.mean(v, axis=0) for n, v in out.items()}
-    return {n: (m / np.maximum(np.linalg.norm(m, axis=1, keepdims=True), 1e-9)).astype(np.float32)
-            for n, m in mean.items()}
+    out = {}
+    for node_set, features in texts.items():
+        m = np.mean([embed_texts(t, config.text, progress=progress) for t in features], axis=0)
+        out[node_set] = (m / np.maximum(np.linalg.norm(m, axis=1, keepdims=True), 1e-9)
+                         ).astype(np.float32)
+    return out
+
+
+def text_tokens(texts: list[list[str]], encoder) -> tuple[np.ndarray, np.ndarray]:
+    """T lists of N texts -> (token ids [N, T, L] int32, padding mask [N, T, L] bool), tokenised
+    in-graph by the SentenceEncoder's preprocessor."""
+    from tfrec.text.preprocessing import clean_texts
+
+    pieces = [encoder.tokenize(clean_texts(t, encoder.sequence_length)) for t in texts]
+    ids = np.stack([p[0].numpy() for p in pieces], axis=1)
+    mask = np.stack([p[1].numpy() for p in pieces], axis=1)
+    return ids, mask
 
 
 def prepare(schema_path: str, config: Config, progress: bool = True) -> Prepared:
-    """Stages: read + validate tables -> split -> text embeddings -> model inputs."""
+    """Stages: read + validate tables -> split -> the training GraphTensor (checked against the
+    schema) -> frozen text embeddings (and token ids to fine-tune) -> the model graph."""
     data = load_graph_data(schema_path)
     split = split_interactions(data, config.split)
-    if config.model.kind != "gnn":
-        return Prepared(data, split, None)
-    texts = node_texts(data, config, progress)
-    m = config.model
-    inputs = model_inputs(data, split, texts, use_kg=m.use_kg, use_features=m.use_features,
-                          use_edge_features=m.edge_gates)
-    return Prepared(data, split, inputs)
+    graph = training_graph(data, split)
+    if config.model.kind == "popularity":
+        return Prepared(data, split, graph)
+    m = resolved(config.model)
+    schema = data.schema
+    texts = _graph_texts(graph, schema) if m.use_text and config.text.mode != "off" else {}
+    if not m.use_kg:
+        texts = {n: t for n, t in texts.items() if n in (schema.user_set, schema.item_set)}
+    tokens, encoder = {}, None
+    if config.text.mode == "finetune" and schema.item_set in texts:
+        from tfrec.text import make_sentence_encoder
+
+        encoder = make_sentence_encoder(config.text)
+        tokens[schema.item_set] = text_tokens(texts[schema.item_set], encoder)
+    graph_in, spec = model_graph(
+        graph, schema, use_kg=m.use_kg, use_features=m.use_features,
+        use_edge_features=m.edge_gates, texts=node_texts(texts, config, progress),
+        text_tokens=tokens)
+    return Prepared(data, split, graph, graph_in, spec, encoder)

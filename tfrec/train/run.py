@@ -19,30 +19,11 @@ class RunResult:
     info: dict  # kind, best epoch, epochs run, seconds, peak memory
 
 
-def _baseline_scores(prepared: Prepared, config: Config):
-    users, items = prepared.split.pairs("train")
-    if config.model.kind == "popularity":
-        from tfrec.evaluate.baselines import popularity_score_fn, popularity_scores
+def _popularity_scores(prepared: Prepared):
+    from tfrec.evaluate.baselines import popularity_score_fn, popularity_scores
 
-        return popularity_score_fn(popularity_scores(items, prepared.num_items)), {}
-    from tfrec.evaluate.baselines import MFConfig, train_mf
-
-    mf = MFConfig(dim=config.model.dim, epochs=config.train.epochs,
-                  batch_size=min(config.train.batch_size, 2048),
-                  learning_rate=config.train.learning_rate, l2=config.train.weight_decay,
-                  seed=config.train.seed, temperature=config.train.temperature,
-                  patience=config.train.patience)
-    valid = prepared.csr("valid"), prepared.csr("train")
-
-    def on_epoch(epoch, user_emb, item_emb):
-        from tfrec.evaluate.metrics import full_ranking_metrics
-
-        return full_ranking_metrics(embedding_score_fn(user_emb, item_emb), valid[1], valid[0],
-                                    (20,))["ndcg@20"]
-
-    user_emb, item_emb = train_mf(users, items, prepared.num_users, prepared.num_items, mf,
-                                  eval_fn=on_epoch)
-    return embedding_score_fn(user_emb, item_emb), {}
+    _, items = prepared.split.pairs("train")
+    return popularity_score_fn(popularity_scores(items, prepared.num_items))
 
 
 def train(schema: str, config: Config, run_dir: str, progress: bool = True,
@@ -50,7 +31,7 @@ def train(schema: str, config: Config, run_dir: str, progress: bool = True,
     """Stages:
       1. claim the run folder (refuse another schema/config; resume the same one);
       2. prepare: tables -> GraphData -> split -> text embeddings -> model inputs;
-      3. fit (GNN) or compute the baseline (popularity, MF);
+      3. fit (the GNN, or MF: the same model without message passing) or count popularity;
       4. evaluate the best model on valid, test and the cold-start slice of test;
       5. write metrics.json, the TensorBoard HParams record and embedding projector.
     """
@@ -61,22 +42,24 @@ def train(schema: str, config: Config, run_dir: str, progress: bool = True,
     start = time.perf_counter()
     prepared = prepare(schema, config, progress)
     info = {"kind": config.model.kind}
-    if config.model.kind == "gnn":
+    trains = config.model.kind != "popularity"
+    if trains:
         from tfrec.train.fit import embeddings, fit
-        from tfrec.train.tensorboard import Board
 
         trained, report = fit(prepared, config, run, progress, log)
-        user_emb, item_emb, item_bias = embeddings(trained.model)
+        user_emb, item_emb, item_bias = embeddings(trained)
         scores = embedding_score_fn(user_emb, item_emb, item_bias)
         info.update(dataclasses.asdict(report))
     else:
-        scores, _ = _baseline_scores(prepared, config)
+        scores = _popularity_scores(prepared)
     metrics = evaluate(scores, prepared, config.eval.ks)
     info["train_seconds"] = round(time.perf_counter() - start, 1)
     info["peak_rss_mib"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
     if 0 < info.get("epochs_run", 0) == info["resumed_from"] and (earlier := run.read_metrics()):
         info = earlier["info"]  # a finished run, re-run: its figures are those of its training
-    if config.model.kind == "gnn":
+    if trains:
+        from tfrec.train.tensorboard import Board
+
         board = Board(run.logs)
         board.hparams(config.to_dict(), {f"test/{k}": v for k, v in metrics["test"].items()
                                          if not k.startswith("num_")})
@@ -102,14 +85,14 @@ def evaluate_run(run_dir: str, progress: bool = False) -> dict:
     run = RunDir(run_dir)
     schema, config = run.schema_and_config()
     prepared = prepare(schema, config, progress)
-    if config.model.kind != "gnn":
-        scores, _ = _baseline_scores(prepared, config)
+    if config.model.kind == "popularity":
+        scores = _popularity_scores(prepared)
     else:
         from tfrec.train.fit import build, embeddings, restore_best
 
         trained = build(prepared, config)
         restore_best(trained, run)
-        scores = embedding_score_fn(*embeddings(trained.model))
+        scores = embedding_score_fn(*embeddings(trained))
     return evaluate(scores, prepared, config.eval.ks)
 
 
