@@ -9,7 +9,6 @@ import tfrec.evaluate
 
 def test_public_api_is_reviewed():
     assert sorted(tfrec.evaluate.__all__) == [
-        "MFConfig",
         "cold_item_mask",
         "csr_from_pairs",
         "embedding_score_fn",
@@ -18,7 +17,6 @@ def test_public_api_is_reviewed():
         "metric_names",
         "popularity_score_fn",
         "popularity_scores",
-        "train_mf",
     ]
     for name in tfrec.evaluate.__all__:
         assert getattr(tfrec.evaluate, name).__doc__, name

@@ -1,14 +1,12 @@
 """Evaluation: full-ranking top-K metrics and the baselines a model must beat.
 
-Importing this package does not import TensorFlow (only `train_mf` does, when called).
+Importing this package does not import TensorFlow.
 """
 
 from tfrec.evaluate.baselines import (
-    MFConfig,
     embedding_score_fn,
     popularity_score_fn,
     popularity_scores,
-    train_mf,
 )
 from tfrec.evaluate.metrics import (
     cold_item_mask,
@@ -19,7 +17,6 @@ from tfrec.evaluate.metrics import (
 )
 
 __all__ = [
-    "MFConfig",
     "cold_item_mask",
     "csr_from_pairs",
     "embedding_score_fn",
@@ -28,5 +25,4 @@ __all__ = [
     "metric_names",
     "popularity_score_fn",
     "popularity_scores",
-    "train_mf",
 ]
