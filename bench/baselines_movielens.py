@@ -18,11 +18,11 @@ import numpy as np
 import tfrec  # noqa: F401  (selects Keras 2 before TensorFlow is imported)
 from tfrec.evaluate.baselines import (
     MFConfig,
-    embedding_score_fn,
     popularity_score_fn,
     popularity_scores,
     train_mf,
 )
+from tfrec.evaluate.scoring import embedding_score_fn
 from tfrec.evaluate.metrics import csr_from_pairs, full_ranking_metrics
 
 KS = (20,)

@@ -7,12 +7,12 @@ import tfrec  # noqa: F401
 from tfrec.errors import TfrecError
 from tfrec.evaluate.baselines import (
     MFConfig,
-    embedding_score_fn,
     popularity_score_fn,
     popularity_scores,
     train_mf,
 )
 from tfrec.evaluate.metrics import csr_from_pairs, full_ranking_metrics
+from tfrec.evaluate.scoring import embedding_score_fn
 
 # Small and quick: the 400 training pairs form one batch (every positive competes with all of
 # them). Across 3 planted datasets x 3 seeds this reaches recall@10 = 1 and AUC = 1 each time.

@@ -237,7 +237,7 @@ def test_movielens_config_uses_text_for_cold_items_only(capsys):
 
 
 def test_metrics_table_explains_an_empty_cold_slice():
-    from tfrec.train.run import format_metrics
+    from tfrec.evaluate.report import format_metrics
 
     test = {"num_users": 3, **{f"{m}@{k}": 0.25 for m in ("recall", "ndcg", "precision", "hit",
                                                          "mrr") for k in (10, 20)}}

@@ -5,7 +5,6 @@ Importing this package does not import TensorFlow (only `train_mf` does, when ca
 
 from tfrec.evaluate.baselines import (
     MFConfig,
-    embedding_score_fn,
     popularity_score_fn,
     popularity_scores,
     train_mf,
@@ -17,6 +16,7 @@ from tfrec.evaluate.metrics import (
     full_ranking_metrics,
     metric_names,
 )
+from tfrec.evaluate.scoring import embedding_score_fn
 
 __all__ = [
     "MFConfig",

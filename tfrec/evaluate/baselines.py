@@ -1,6 +1,7 @@
 """Reference recommenders a real model must beat: item popularity and ID-only matrix factorisation.
 
-Both give score functions for `tfrec.evaluate.metrics.full_ranking_metrics`.
+Popularity gives a score function for `tfrec.evaluate.metrics.full_ranking_metrics` directly;
+MF gives embeddings, scored by `tfrec.evaluate.scoring.embedding_score_fn`.
 """
 
 import dataclasses
@@ -14,7 +15,6 @@ from tfrec.evaluate.metrics import ScoreFn
 
 __all__ = [
     "MFConfig",
-    "embedding_score_fn",
     "popularity_score_fn",
     "popularity_scores",
     "train_mf",
@@ -36,18 +36,6 @@ def popularity_score_fn(popularity: np.ndarray) -> ScoreFn:
     """Returns a score_fn: user_rows [B] -> [B, I] float32, the same popularity row for everyone."""
     popularity = np.asarray(popularity, dtype=np.float32).reshape(-1)
     return lambda rows: np.broadcast_to(popularity, (len(rows), popularity.size))
-
-
-def embedding_score_fn(user_emb: np.ndarray, item_emb: np.ndarray,
-                       item_bias: np.ndarray | None = None) -> ScoreFn:
-    """Returns a score_fn: user_rows [B] -> user_emb[rows] @ item_emb.T (+ item_bias [I]),
-    [B, I] float32."""
-    user_emb = np.asarray(user_emb, dtype=np.float32)
-    item_emb_t = np.ascontiguousarray(np.asarray(item_emb, dtype=np.float32).T)
-    if item_bias is None:
-        return lambda rows: user_emb[rows] @ item_emb_t
-    bias = np.asarray(item_bias, dtype=np.float32)
-    return lambda rows: user_emb[rows] @ item_emb_t + bias
 
 
 @dataclasses.dataclass(frozen=True)
