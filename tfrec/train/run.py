@@ -4,6 +4,7 @@ import dataclasses
 import time
 
 from tfrec.config import Config
+from tfrec.data.graph_data import item_titles
 from tfrec.evaluate.harness import evaluate
 from tfrec.evaluate.scoring import embedding_score_fn
 from tfrec.train.prepare import Prepared, prepare
@@ -78,20 +79,11 @@ def train(schema: str, config: Config, run_dir: str, progress: bool = True,
         board.hparams(config.to_dict(), {f"test/{k}": v for k, v in metrics["test"].items()
                                          if not k.startswith("num_")})
         item_set = prepared.data.schema.item_set
-        titles = item_titles(prepared)
+        titles = item_titles(prepared.data)
         board.projector(item_emb, titles if titles is not None else
                         list(prepared.data.node_ids[item_set]))
     run.write_metrics({**metrics, "info": info})
     return RunResult(metrics, info)
-
-
-def item_titles(prepared: Prepared) -> list[str] | None:
-    """The first text feature of the items (their title), if any."""
-    schema = prepared.data.schema
-    for node_set, feature in schema.text_features:
-        if node_set == schema.item_set:
-            return [str(t) for t in prepared.data.node_features[node_set][feature]]
-    return None
 
 
 def evaluate_run(run_dir: str, progress: bool = False) -> dict:
