@@ -4,6 +4,7 @@ import tensorflow as tf
 import tensorflow_recommenders as tfrs
 
 
+@tf.keras.utils.register_keras_serializable(package="tfrec")
 class RetrievalHead(tf.keras.layers.Layer):
     """Softmax loss of each (user, positive item) against the other positives of its chunk of
     `chunk` rows (in-batch negatives) and `negatives` extra items drawn from `candidates`
@@ -23,13 +24,23 @@ class RetrievalHead(tf.keras.layers.Layer):
                  sampling=None, **kwargs):
         super().__init__(**kwargs)
         self.candidates = tf.constant(candidates, tf.int32)
-        self.negatives, self.chunk = negatives, chunk
+        self.temperature, self.negatives, self.chunk = temperature, negatives, chunk
         self.sampling = None if sampling is None else tf.constant(sampling, tf.float32)
         # TFRS sums the loss over the batch by default; the mean keeps it on the scale of the
         # other heads whatever the batch size.
         loss = tf.keras.losses.CategoricalCrossentropy(from_logits=True)
         self.task = tfrs.tasks.Retrieval(loss=loss, temperature=temperature,
                                          remove_accidental_hits=True)
+
+    def get_config(self):
+        sampling = None if self.sampling is None else self.sampling.numpy().tolist()
+        return {**super().get_config(), "candidates": self.candidates.numpy().tolist(),
+                "temperature": self.temperature, "negatives": self.negatives,
+                "chunk": self.chunk, "sampling": sampling}
+
+    def draw_negatives(self):
+        """[negatives] int32 positions in `candidates`, drawn uniformly with replacement."""
+        return tf.random.uniform([self.negatives], 0, self.candidates.shape[0], dtype=tf.int32)
 
     def call(self, user_emb, item_table, items):
         """user_emb: [B, D]; item_table: [I, D] all items; items: [B] positive item rows.
@@ -38,8 +49,7 @@ class RetrievalHead(tf.keras.layers.Layer):
         if self.negatives is None:
             extra = tf.cast(self.candidates, items.dtype)
         else:
-            pick = tf.random.uniform([self.negatives], 0, n, dtype=tf.int32)
-            extra = tf.cast(tf.gather(self.candidates, pick), items.dtype)
+            extra = tf.cast(tf.gather(self.candidates, self.draw_negatives()), items.dtype)
         losses = []
         for start in range(0, user_emb.shape[0], self.chunk):
             rows = slice(start, start + self.chunk)
