@@ -1,5 +1,12 @@
 """Evaluation: full-ranking top-K metrics and the baselines a model must beat.
 
+  metrics    full-ranking Recall / NDCG / Precision / Hit / MRR of a score function
+  scoring    score functions from embedding tables (every dot-product model)
+  harness    one model on valid, test and the cold-start slice of test
+  baselines  popularity and ID-only matrix factorisation
+  report     metrics as a table or JSON
+  commands   `tfrec evaluate` (CLI glue: it rebuilds a trained run through tfrec.train)
+
 Importing this package does not import TensorFlow (only `train_mf` does, when called).
 """
 
