@@ -43,7 +43,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="tfrec-bench-") as tmp:
         base = args.model_base
         if args.synthetic:
-            from tfrec.export.exporter import export_model
+            from tfrec.export.versions import export_model
             from tfrec.export.synthetic import random_artifacts
 
             base = Path(tmp) / "movielens_synthetic"

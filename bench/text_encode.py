@@ -28,7 +28,7 @@ def movielens_titles() -> list[str]:
 
 def ecommerce_texts() -> dict[str, list[str]]:
     try:
-        from tfrec.data.tables import read_texts
+        from tfrec.data.graph_data import read_texts
 
         texts = read_texts("schemas/ecommerce.pbtxt")
     except (ImportError, OSError, TfrecError) as e:  # bench what exists

@@ -6,10 +6,10 @@ import pytest
 import tfrec  # noqa: F401
 from tfrec.errors import TfrecError
 from tfrec.evaluate.baselines import (
-    embedding_score_fn,
     popularity_score_fn,
     popularity_scores,
 )
+from tfrec.evaluate.scoring import embedding_score_fn
 
 
 def test_popularity_scores_count_training_interactions():

@@ -42,9 +42,9 @@ def test_export_command_with_a_stand_in_loader(tmp_path, monkeypatch, capsys):
         calls.append(run_dir)
         return make_artifacts()
 
-    fake = types.ModuleType("tfrec.train.artifacts")
+    fake = types.ModuleType("tfrec.export.from_run")
     fake.load_artifacts = load_artifacts
-    monkeypatch.setitem(sys.modules, "tfrec.train.artifacts", fake)
+    monkeypatch.setitem(sys.modules, "tfrec.export.from_run", fake)
     base = tmp_path / "models"
     argv = ["export", "--run-dir", "runs/x", "--model-base", str(base)]
     assert cli.main(argv) == 0

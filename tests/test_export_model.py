@@ -16,7 +16,7 @@ import pytest
 from test_export_fixtures import (MeanTextEncoder, make_artifacts, make_scorer, reference_top_k,
                                   retrieval_scores, seen_rows, tf)
 
-from tfrec.export.exporter import METADATA_FILE, WARMUP_FILE, export_model
+from tfrec.export.versions import METADATA_FILE, WARMUP_FILE, export_model
 
 USERS = ["u0", "u1", "u2", "u3", "u4"]
 

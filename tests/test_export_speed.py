@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from test_export_fixtures import make_artifacts, tf
 
-from tfrec.export.exporter import export_model
+from tfrec.export.versions import export_model
 
 pytestmark = pytest.mark.slow
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from tfrec.config import config_from_dict
-from tfrec.evaluate.baselines import embedding_score_fn
+from tfrec.evaluate.scoring import embedding_score_fn
 from tfrec.evaluate.metrics import csr_from_pairs, full_ranking_metrics
 from tfrec.train.fit import Trainer, embeddings
 from tfrec.train.prepare import prepare

@@ -17,7 +17,7 @@ from tfrec.serving import commands
 from tfrec.serving.client import Recommendation, ServingClient
 from tfrec.serving.predict_service import graph_message
 from tfrec.serving.server import ModelServer, ServeConfig
-from tfrec.export.exporter import export_model
+from tfrec.export.versions import export_model
 from tfrec.export.synthetic import random_artifacts
 from tfrec.serving.tensors import to_numpy, to_proto
 from tfrec.tf_setup import import_tf

@@ -18,7 +18,7 @@ from tfrec.serving import predict_service
 from tfrec.serving.client import ServingClient
 from tfrec.serving.model_store import AVAILABLE, END
 from tfrec.serving.server import ModelServer, ServeConfig
-from tfrec.export.exporter import export_model
+from tfrec.export.versions import export_model
 from tfrec.export.synthetic import random_artifacts
 from tfrec.tf_setup import import_tf
 

@@ -11,7 +11,7 @@ from tfrec.serving import model_store
 from tfrec.serving.errors import RequestError
 from tfrec.serving.model_store import AVAILABLE, END, ModelStore, ready_versions
 from tfrec.serving.predict_service import warm_up
-from tfrec.export.exporter import export_model
+from tfrec.export.versions import export_model
 from tfrec.export.synthetic import random_artifacts
 from tfrec.tf_setup import import_tf
 

@@ -76,10 +76,10 @@ def test_embed_graph_texts_embeds_each_feature():
         embed_graph_texts({("item", "title"): [7]}, progress=False)
 
 
-@pytest.mark.skipif(importlib.util.find_spec("tfrec.data.tables") is None,
-                    reason="the data layer (tfrec.data.tables) is not built yet")
+@pytest.mark.skipif(importlib.util.find_spec("tfrec.data.graph_data") is None,
+                    reason="the data layer (tfrec.data.graph_data) is not built yet")
 def test_embed_command_on_the_movielens_schema_then_from_cache(capsys):
-    from tfrec.data.tables import read_texts
+    from tfrec.data.graph_data import read_texts
 
     schema = "schemas/movielens.pbtxt"
     texts = read_texts(schema)
@@ -96,7 +96,7 @@ def test_embed_command_on_the_movielens_schema_then_from_cache(capsys):
 
 
 def test_embed_command_with_a_missing_schema_fails_in_one_sentence(capsys, tmp_path):
-    if importlib.util.find_spec("tfrec.data.tables") is None:
-        pytest.skip("the data layer (tfrec.data.tables) is not built yet")
+    if importlib.util.find_spec("tfrec.data.graph_data") is None:
+        pytest.skip("the data layer (tfrec.data.graph_data) is not built yet")
     assert main(["text", "embed", "--schema", str(tmp_path / "none.pbtxt")]) == 2
     assert "Traceback" not in capsys.readouterr().err

@@ -1,5 +1,6 @@
 """Training on the tiny graph: run folders, resume, NaN stop, TensorBoard, configs, conv types."""
 
+import itertools
 import json
 from pathlib import Path
 
@@ -34,21 +35,41 @@ def scalar_tags(logdir: Path) -> set[str]:
     return tags
 
 
+def assert_tiny_test_metrics(test: dict) -> None:
+    """The test metrics of any model on the tiny graph's temporal 0.6/0.2/0.2 split, worked out.
+
+    Test holds one pair each of u1, u2 and u3 (u4 has 2 pairs: all train). Their candidates,
+    the 6 items minus their train and valid ones, number u1: 6 - 3 - 1 = 2, u2: 6 - 2 - 1 = 3,
+    u3: 6 - 1 - 1 = 4, so every target is in the top 10:
+    recall@20 = hit@10 = 1 and precision@10 = 1/10. With its one target at rank r_u, a user's
+    mrr is 1/r_u and its ndcg 1/log2(r_u + 1): both means come from one (r1, r2, r3) with
+    r1 <= 2, r2 <= 3, r3 <= 4.
+    """
+    assert test["num_users"] == 3
+    assert (test["recall@20"], test["hit@10"], test["precision@10"]) == pytest.approx(
+        (1.0, 1.0, 0.1))
+    ranks = np.array(list(itertools.product(range(1, 3), range(1, 4), range(1, 5))))
+    mrr, ndcg = (1 / ranks).mean(1), (1 / np.log2(ranks + 1)).mean(1)
+    fits = np.isclose(mrr, test["mrr@20"], atol=1e-6) & np.isclose(ndcg, test["ndcg@20"],
+                                                                   atol=1e-6)
+    assert fits.any(), (test["mrr@20"], test["ndcg@20"])
+
+
 def test_train_writes_a_complete_run_folder(tmp_path):
     run = tmp_path / "run"
     result = train(TINY, tiny_config(), str(run), progress=False, log=lambda s: None)
     assert result.info["epochs_run"] == 3 and 1 <= result.info["best_epoch"] <= 3
     saved = json.loads((run / "metrics.json").read_text())
     assert saved["test"]["num_users"] == 3 and set(saved) == {"valid", "test", "test_cold", "info"}
-    for metric in ("recall@20", "ndcg@20", "precision@10", "hit@10", "mrr@20"):
-        assert 0.0 <= saved["test"][metric] <= 1.0
+    assert_tiny_test_metrics(saved["test"])
     tags = scalar_tags(run / "logs")
     assert {"loss/retrieval", "loss/ranking", "loss/total", "learning_rate", "valid/ndcg@20",
             "valid/recall@10", "valid/mrr@20"} <= tags
     assert any(t.startswith("hparams/test/") for t in tags) or "_hparams_/session_start_info" in tags
     assert "item_embedding" in (run / "logs" / "projector_config.pbtxt").read_text()
     assert (run / "logs" / "metadata.tsv").read_text().splitlines()[0] == "Red Wool Sweater"
-    assert tf.train.latest_checkpoint(str(run / "checkpoints" / "best")) is not None
+    best = tf.train.latest_checkpoint(str(run / "checkpoints" / "best"))
+    assert best.endswith(f"ckpt-{result.info['best_epoch']}")
     # evaluate recomputes the same numbers from the best checkpoint
     again = evaluate_run(str(run))
     for split in ("valid", "test"):
@@ -124,7 +145,8 @@ def test_every_conv_type_trains(tmp_path, conv):
     config = Config(ModelConfig(dim=8, layers=2, conv=conv, hidden=8, heads=2), config.text,
                     config.train, config.split)
     result = train(TINY, config, str(tmp_path / conv), progress=False, log=lambda s: None)
-    assert np.isfinite(result.metrics["valid"]["ndcg@20"])
+    assert result.info["epochs_run"] == 1
+    assert_tiny_test_metrics(result.metrics["test"])
 
 
 def _edges(graph, name):
@@ -311,7 +333,7 @@ def test_movielens_config_uses_text_for_cold_items_only(capsys):
 
 
 def test_metrics_table_explains_an_empty_cold_slice():
-    from tfrec.train.run import format_metrics
+    from tfrec.evaluate.report import format_metrics
 
     test = {"num_users": 3, **{f"{m}@{k}": 0.25 for m in ("recall", "ndcg", "precision", "hit",
                                                          "mrr") for k in (10, 20)}}

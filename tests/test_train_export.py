@@ -11,7 +11,7 @@ import pytest
 
 from tfrec.cli import main
 from tfrec.config import config_from_dict
-from tfrec.train.artifacts import load_artifacts
+from tfrec.export.from_run import load_artifacts
 from tfrec.train.run import train
 
 TINY = str(Path(__file__).parent / "data" / "tiny" / "schema.pbtxt")

@@ -63,7 +63,7 @@ def test_finetuning_changes_the_backbone_in_the_checkpoint(restored):
 
 
 def test_the_text_table_follows_the_backbone_and_the_export_uses_it(restored):
-    from tfrec.train.artifacts import load_artifacts
+    from tfrec.export.from_run import load_artifacts
 
     run, prepared, trained = restored
     table = trained.model.encoders["item"].text_table.numpy()

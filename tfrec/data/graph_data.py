@@ -115,3 +115,19 @@ def load_graph_data(schema: Schema | str) -> GraphData:
         if e.reverse_of is not None:
             edges[e.name] = edges[e.reverse_of].reversed([f.name for f in e.features])
     return GraphData(schema, node_ids, node_features, edges)
+
+
+def read_texts(schema_path: str) -> dict[tuple[str, str], list[str]]:
+    """(node_set, feature) -> the texts of each text feature, in node-index order."""
+    data = load_graph_data(schema_path)
+    return {(n, f): list(data.node_features[n][f])
+            for n, f in data.schema.text_features}
+
+
+def item_titles(data: GraphData) -> list[str] | None:
+    """[I] display title of each item: its first text feature, or None if it has none."""
+    schema = data.schema
+    for node_set, feature in schema.text_features:
+        if node_set == schema.item_set:
+            return [str(t) for t in data.node_features[node_set][feature]]
+    return None

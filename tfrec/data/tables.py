@@ -105,11 +105,3 @@ def open_table(filename: str, schema: Schema) -> Table:
     file = resolve(filename, schema)
     return read_table(file, str(file))
 
-
-def read_texts(schema_path: str) -> dict[tuple[str, str], list[str]]:
-    """(node_set, feature) -> the texts of each text feature, in node-index order."""
-    from tfrec.data.graph_data import load_graph_data
-
-    data = load_graph_data(schema_path)
-    return {(n, f): list(data.node_features[n][f])
-            for n, f in data.schema.text_features}

@@ -1,10 +1,16 @@
 """Evaluation: full-ranking top-K metrics and the baselines a model must beat.
 
+  metrics    full-ranking Recall / NDCG / Precision / Hit / MRR of a score function
+  scoring    score functions from embedding tables (every dot-product model)
+  harness    one model on valid, test and the cold-start slice of test
+  baselines  popularity (MF is a model: tfrec.model.recommender)
+  report     metrics as a table or JSON
+  commands   `tfrec evaluate` (CLI glue: it rebuilds a trained run through tfrec.train)
+
 Importing this package does not import TensorFlow.
 """
 
 from tfrec.evaluate.baselines import (
-    embedding_score_fn,
     popularity_score_fn,
     popularity_scores,
 )
@@ -15,6 +21,7 @@ from tfrec.evaluate.metrics import (
     full_ranking_metrics,
     metric_names,
 )
+from tfrec.evaluate.scoring import embedding_score_fn
 
 __all__ = [
     "cold_item_mask",

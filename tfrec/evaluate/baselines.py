@@ -1,6 +1,7 @@
-"""Score functions for `tfrec.evaluate.metrics.full_ranking_metrics`: item popularity (the
-reference a real model must beat) and embedding dot products. ID-only matrix factorisation is
-a model (`[model] kind = "mf"`: tfrec.model.recommender.resolved), trained like tfrec's GNN."""
+"""The reference a real model must beat: item popularity, as a score function for
+`tfrec.evaluate.metrics.full_ranking_metrics`. ID-only matrix factorisation is a model
+(`[model] kind = "mf"`: tfrec.model.recommender.resolved), trained like tfrec's GNN and scored
+by `tfrec.evaluate.scoring.embedding_score_fn`."""
 
 import numpy as np
 
@@ -8,7 +9,6 @@ from tfrec.errors import TfrecError
 from tfrec.evaluate.metrics import ScoreFn
 
 __all__ = [
-    "embedding_score_fn",
     "popularity_score_fn",
     "popularity_scores",
 ]
@@ -26,15 +26,3 @@ def popularity_score_fn(popularity: np.ndarray) -> ScoreFn:
     """Returns a score_fn: user_rows [B] -> [B, I] float32, the same popularity row for everyone."""
     popularity = np.asarray(popularity, dtype=np.float32).reshape(-1)
     return lambda rows: np.broadcast_to(popularity, (len(rows), popularity.size))
-
-
-def embedding_score_fn(user_emb: np.ndarray, item_emb: np.ndarray,
-                       item_bias: np.ndarray | None = None) -> ScoreFn:
-    """Returns a score_fn: user_rows [B] -> user_emb[rows] @ item_emb.T (+ item_bias [I]),
-    [B, I] float32."""
-    user_emb = np.asarray(user_emb, dtype=np.float32)
-    item_emb_t = np.ascontiguousarray(np.asarray(item_emb, dtype=np.float32).T)
-    if item_bias is None:
-        return lambda rows: user_emb[rows] @ item_emb_t
-    bias = np.asarray(item_bias, dtype=np.float32)
-    return lambda rows: user_emb[rows] @ item_emb_t + bias

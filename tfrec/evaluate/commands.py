@@ -15,7 +15,8 @@ def register(sub) -> None:
 
 
 def _evaluate(args) -> int:
-    from tfrec.train.run import evaluate_run, format_metrics, metrics_json
+    from tfrec.evaluate.report import format_metrics, metrics_json
+    from tfrec.train.run import evaluate_run
     from tfrec.train.run_dir import RunDir
 
     metrics = evaluate_run(args.run_dir)

@@ -5,6 +5,8 @@ from typing import Any
 
 import numpy as np
 
+from tfrec.errors import TfrecError
+
 
 @dataclasses.dataclass(frozen=True)
 class ExportArtifacts:
@@ -42,3 +44,50 @@ class ExportArtifacts:
     text_encoder: Any = None
     metadata: dict = dataclasses.field(default_factory=dict)
     item_bias: np.ndarray | None = None
+
+
+def validate_artifacts(a: ExportArtifacts) -> None:
+    """Fails in one sentence on artifacts the serving graph could not answer correctly."""
+    users, items = np.asarray(a.user_ids), np.asarray(a.item_ids)
+    u_emb, i_emb = np.asarray(a.user_embeddings), np.asarray(a.item_embeddings)
+    if users.ndim != 1 or items.ndim != 1 or len(items) == 0 or len(users) == 0:
+        raise TfrecError("user_ids and item_ids must be non-empty 1-D arrays.")
+    if u_emb.ndim != 2 or i_emb.ndim != 2 or u_emb.shape[1] != i_emb.shape[1]:
+        raise TfrecError(
+            f"embeddings must be [U, D] and [I, D] with one D, got {u_emb.shape} and "
+            f"{i_emb.shape}."
+        )
+    if len(users) != u_emb.shape[0] or len(items) != i_emb.shape[0]:
+        raise TfrecError(
+            f"{len(users)} user ids / {len(items)} item ids do not match embeddings "
+            f"{u_emb.shape} / {i_emb.shape}."
+        )
+    if len(np.asarray(a.item_titles)) != len(items):
+        raise TfrecError(f"item_titles has {len(a.item_titles)} entries for {len(items)} items.")
+    for kind, ids in (("user", users), ("item", items)):
+        strings = ids.astype(str)
+        if (strings == "").any():
+            raise TfrecError(f"an empty {kind} id is at row {int(np.argmax(strings == ''))}.")
+        values, counts = np.unique(strings, return_counts=True)
+        if (counts > 1).any():
+            raise TfrecError(f"{kind} id '{values[counts > 1][0]}' appears more than once.")
+    bias = np.zeros(len(items)) if a.item_bias is None else np.asarray(a.item_bias)
+    if bias.shape != (len(items),):
+        raise TfrecError(f"item_bias must be [I] = [{len(items)}], got {bias.shape}.")
+    for name, emb in (("user_embeddings", u_emb), ("item_embeddings", i_emb),
+                      ("item_bias", bias)):
+        if not np.isfinite(emb).all():
+            raise TfrecError(f"{name} contains NaN or infinite values.")
+    indptr, indices = np.asarray(a.seen_indptr), np.asarray(a.seen_indices).reshape(-1)
+    if (
+        indptr.shape != (len(users) + 1,)
+        or indptr[0] != 0
+        or (np.diff(indptr) < 0).any()
+        or indptr[-1] != len(indices)
+    ):
+        raise TfrecError(
+            f"seen_indptr must be a non-decreasing [U + 1] = [{len(users) + 1}] array from 0 to "
+            f"len(seen_indices) = {len(indices)}."
+        )
+    if len(indices) and (indices.min() < 0 or indices.max() >= len(items)):
+        raise TfrecError(f"seen_indices must be item rows in [0, {len(items)}).")

@@ -34,8 +34,8 @@ def register(sub) -> None:
 
 def run_export(args: argparse.Namespace) -> int:
     """Stages: load the run's artifacts -> export_model -> print the version folder."""
-    from tfrec.export.exporter import export_model
-    from tfrec.train.artifacts import load_artifacts
+    from tfrec.export.versions import export_model
+    from tfrec.export.from_run import load_artifacts
 
     artifacts = load_artifacts(args.run_dir)
     path = export_model(artifacts, args.model_base, version=args.version)

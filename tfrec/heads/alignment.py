@@ -3,6 +3,7 @@
 import tensorflow as tf
 
 
+@tf.keras.utils.register_keras_serializable(package="tfrec")
 class AlignmentHead(tf.keras.layers.Layer):
     """Symmetric InfoNCE between the L2-normalised text parts and graph embeddings of a batch's
     items: each item's text must pick out its own graph embedding among the batch's. Repeats of
@@ -12,6 +13,10 @@ class AlignmentHead(tf.keras.layers.Layer):
     def __init__(self, temperature: float = 0.1, text_only: bool = False, **kwargs):
         super().__init__(**kwargs)
         self.temperature, self.text_only = temperature, text_only
+
+    def get_config(self):
+        return {**super().get_config(), "temperature": self.temperature,
+                "text_only": self.text_only}
 
     def call(self, text_table, item_table, items):
         """text_table, item_table: [I, D]; items: [B] item rows (repeats allowed)."""

@@ -4,6 +4,7 @@ import tensorflow as tf
 import tensorflow_recommenders as tfrs
 
 
+@tf.keras.utils.register_keras_serializable(package="tfrec")
 class RetrievalHead(tf.keras.layers.Layer):
     """Softmax loss of each (user, positive item) against the other positives of its chunk of
     `chunk` rows (in-batch negatives) and `negatives` extra items drawn from `candidates`
@@ -14,22 +15,35 @@ class RetrievalHead(tf.keras.layers.Layer):
     candidates: [C] rows of the items that may be negatives: those seen in training. An item
     without training interactions is unknown, not disliked: pushed away from every user, a cold
     item could never be recommended.
-    sampling: optional [I] frequency of each item among the positives; with it, the in-batch
-    candidates' logits are corrected by -log(frequency) (logQ correction), so popular items are
-    not over-penalised for being frequent negatives. With negatives=None (every candidate) the
-    in-batch candidates are masked out instead: the loss is an exact full softmax."""
+    sampling: optional [I] frequency of each item among the positives; with it, each
+    candidate's logit is corrected by -log of its expected count in the candidate set (logQ
+    correction): chunk x frequency for an in-batch candidate, negatives / C for a uniformly
+    drawn one (both divided by the number of columns, chunk + negatives), so popular items are not over-penalised for being frequent negatives and both
+    kinds of negatives are weighed alike. With negatives=None (every candidate) the in-batch
+    candidates are masked out instead: the loss is an exact full softmax and `sampling` (logQ)
+    does not apply."""
 
     def __init__(self, candidates, temperature: float, negatives: int | None, chunk: int,
                  sampling=None, **kwargs):
         super().__init__(**kwargs)
         self.candidates = tf.constant(candidates, tf.int32)
-        self.negatives, self.chunk = negatives, chunk
+        self.temperature, self.negatives, self.chunk = temperature, negatives, chunk
         self.sampling = None if sampling is None else tf.constant(sampling, tf.float32)
         # TFRS sums the loss over the batch by default; the mean keeps it on the scale of the
         # other heads whatever the batch size.
         loss = tf.keras.losses.CategoricalCrossentropy(from_logits=True)
         self.task = tfrs.tasks.Retrieval(loss=loss, temperature=temperature,
                                          remove_accidental_hits=True)
+
+    def get_config(self):
+        sampling = None if self.sampling is None else self.sampling.numpy().tolist()
+        return {**super().get_config(), "candidates": self.candidates.numpy().tolist(),
+                "temperature": self.temperature, "negatives": self.negatives,
+                "chunk": self.chunk, "sampling": sampling}
+
+    def draw_negatives(self):
+        """[negatives] int32 positions in `candidates`, drawn uniformly with replacement."""
+        return tf.random.uniform([self.negatives], 0, self.candidates.shape[0], dtype=tf.int32)
 
     def call(self, user_emb, item_table, items):
         """user_emb: [B, D]; item_table: [I, D] all items; items: [B] positive item rows.
@@ -38,8 +52,7 @@ class RetrievalHead(tf.keras.layers.Layer):
         if self.negatives is None:
             extra = tf.cast(self.candidates, items.dtype)
         else:
-            pick = tf.random.uniform([self.negatives], 0, n, dtype=tf.int32)
-            extra = tf.cast(tf.gather(self.candidates, pick), items.dtype)
+            extra = tf.cast(tf.gather(self.candidates, self.draw_negatives()), items.dtype)
         losses = []
         for start in range(0, user_emb.shape[0], self.chunk):
             rows = slice(start, start + self.chunk)
@@ -50,8 +63,11 @@ class RetrievalHead(tf.keras.layers.Layer):
                 mask = tf.concat([tf.eye(size, dtype=tf.bool),
                                   tf.ones([size, n], tf.bool)], axis=1)
             elif self.sampling is not None:
-                probability = tf.concat([tf.gather(self.sampling, items[rows]),
-                                         tf.ones(tf.shape(extra), tf.float32)], axis=0)
+                # expected counts over the number of columns: TFRS clips probabilities at 1
+                slots = float(size + self.negatives)
+                in_batch = size / slots * tf.gather(self.sampling, items[rows])
+                drawn = tf.fill(tf.shape(extra), self.negatives / n / slots)
+                probability = tf.concat([in_batch, drawn], axis=0)
             losses.append(self.task(user_emb[rows], tf.gather(item_table, ids), candidate_ids=ids,
                                     candidate_sampling_probability=probability, score_mask=mask,
                                     compute_metrics=False, compute_batch_metrics=False))

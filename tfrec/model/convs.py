@@ -19,11 +19,19 @@ from tensorflow_gnn.models.gat_v2 import GATv2Conv
 from tfrec.config import ModelConfig
 
 
+@tf.keras.utils.register_keras_serializable(package="tfrec")
 class NormalizedSumConv(tfgnn.keras.layers.AnyToAnyConvolutionBase):
-    """Symmetrically normalised sum of sender states, optionally gated per edge (LightGCN)."""
+    """Symmetrically normalised sum of sender states, optionally gated per edge (LightGCN).
 
-    def __init__(self, gated: bool, **kwargs):
-        super().__init__(sender_edge_feature="efeat", receiver_feature=None, **kwargs)
+    Reads the edge feature `sender_edge_feature` [E, 1 + F]: column 0 the norm
+    1/sqrt(deg_out(u) deg_in(v)), columns 1.. the edge's features; with `gated` (and F > 0) the
+    message is scaled by 2 sigmoid(w . features + b) (1 at the zero initialisation).
+    """
+
+    def __init__(self, gated: bool, *, sender_edge_feature: str = "efeat",
+                 receiver_feature=None, **kwargs):
+        super().__init__(sender_edge_feature=sender_edge_feature,
+                         receiver_feature=receiver_feature, **kwargs)
         self._gated = gated
         self._gate = tf.keras.layers.Dense(1, kernel_initializer="zeros") if gated else None
 
@@ -42,6 +50,7 @@ class NormalizedSumConv(tfgnn.keras.layers.AnyToAnyConvolutionBase):
         return pool_to_receiver(messages, reduce_type="sum")
 
 
+@tf.keras.utils.register_keras_serializable(package="tfrec")
 class SumNextState(tf.keras.layers.Layer):
     """Next state = sum of the pooled messages of all edge sets (+ the old state if residual)."""
 

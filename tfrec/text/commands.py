@@ -62,15 +62,15 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
 
 
 def run_embed(args) -> int:
-    """Stages: read the graph's texts (tfrec.data.tables) -> embed each text feature with the
+    """Stages: read the graph's texts (tfrec.data.graph_data) -> embed each text feature with the
     on-disk cache -> print one summary line per feature."""
     config = TextConfig(mode="frozen", sequence_length=args.sequence_length,
                         batch_size=args.batch_size)
     try:
-        from tfrec.data.tables import read_texts
+        from tfrec.data.graph_data import read_texts
     except ModuleNotFoundError as e:
         if e.name and e.name.startswith("tfrec.data"):
-            raise TfrecError("this tfrec build has no data layer (tfrec.data.tables), so "
+            raise TfrecError("this tfrec build has no data layer (tfrec.data.graph_data), so "
                              "`text embed` cannot read graph texts yet.") from None
         raise
     from tfrec.text.embedding_cache import embedding_cache_dir

@@ -19,7 +19,7 @@ def embed_graph_texts(
 
     Args:
       texts_by_feature: (node_set, feature_name) -> texts in node-index order (None allowed),
-        as returned by `tfrec.data.tables.read_texts(schema_path)`.
+        as returned by `tfrec.data.graph_data.read_texts(schema_path)`.
       config: the text config (default TextConfig()); mode "off" is an error.
       progress: show a progress bar per feature on stderr.
       on_feature: called as `on_feature((node_set, feature), num_texts, num_encoded)` after

@@ -37,7 +37,8 @@ def _train(args) -> int:
     from pathlib import Path
 
     from tfrec.config import to_toml
-    from tfrec.train.run import format_metrics, train
+    from tfrec.evaluate.report import format_metrics
+    from tfrec.train.run import train
 
     config = effective_config(args)
     if args.print_config:

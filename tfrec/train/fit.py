@@ -16,8 +16,8 @@ import tensorflow as tf
 
 from tfrec.config import Config
 from tfrec.errors import TfrecError
-from tfrec.evaluate.baselines import embedding_score_fn
 from tfrec.evaluate.harness import evaluate
+from tfrec.evaluate.scoring import embedding_score_fn
 from tfrec.heads.alignment import AlignmentHead
 from tfrec.heads.ranking import RankingHead
 from tfrec.heads.retrieval import RetrievalHead

@@ -1,14 +1,12 @@
 """`tfrec train` and `tfrec evaluate`, one orchestration function each."""
 
 import dataclasses
-import json
 import time
 
-import numpy as np
-
 from tfrec.config import Config
-from tfrec.evaluate.baselines import embedding_score_fn
+from tfrec.data.graph_data import item_titles
 from tfrec.evaluate.harness import evaluate
+from tfrec.evaluate.scoring import embedding_score_fn
 from tfrec.train.prepare import Prepared, prepare
 from tfrec.train.run_dir import RunDir
 
@@ -64,20 +62,11 @@ def train(schema: str, config: Config, run_dir: str, progress: bool = True,
         board.hparams(config.to_dict(), {f"test/{k}": v for k, v in metrics["test"].items()
                                          if not k.startswith("num_")})
         item_set = prepared.data.schema.item_set
-        titles = item_titles(prepared)
+        titles = item_titles(prepared.data)
         board.projector(item_emb, titles if titles is not None else
                         list(prepared.data.node_ids[item_set]))
     run.write_metrics({**metrics, "info": info})
     return RunResult(metrics, info)
-
-
-def item_titles(prepared: Prepared) -> list[str] | None:
-    """The first text feature of the items (their title), if any."""
-    schema = prepared.data.schema
-    for node_set, feature in schema.text_features:
-        if node_set == schema.item_set:
-            return [str(t) for t in prepared.data.node_features[node_set][feature]]
-    return None
 
 
 def evaluate_run(run_dir: str, progress: bool = False) -> dict:
@@ -94,23 +83,3 @@ def evaluate_run(run_dir: str, progress: bool = False) -> dict:
         restore_best(trained, run)
         scores = embedding_score_fn(*embeddings(trained))
     return evaluate(scores, prepared, config.eval.ks)
-
-
-def format_metrics(metrics: dict, ks=(10, 20)) -> str:
-    names = [f"{m}@{k}" for k in ks for m in ("recall", "ndcg", "precision", "hit", "mrr")]
-    lines = [f"{'split':<10}{'users':>7}" + "".join(f"{n:>13}" for n in names)]
-    for split, values in metrics.items():
-        if split == "info":
-            continue
-        if values["num_users"] == 0:
-            why = ("no test target is an item without training interactions (hold some out "
-                   "with --cold-items)" if split == "test_cold" else "no user has a target")
-            lines.append(f"{split:<10}{0:>7}   {why}")
-            continue
-        lines.append(f"{split:<10}{values['num_users']:>7}"
-                     + "".join(f"{values.get(n, np.nan):>13.4f}" for n in names))
-    return "\n".join(lines)
-
-
-def metrics_json(metrics: dict) -> str:
-    return json.dumps({s: v for s, v in metrics.items() if s != "info"}, indent=2)

@@ -2,6 +2,7 @@
 
 import numpy as np
 
+from tfrec.data.graph_data import item_titles
 from tfrec.errors import TfrecError
 from tfrec.export.artifacts import ExportArtifacts
 from tfrec.train.run_dir import RunDir
@@ -13,7 +14,6 @@ def load_artifacts(run_dir: str) -> ExportArtifacts:
     from tfrec.evaluate.metrics import csr_from_pairs
     from tfrec.train.fit import build, embeddings, restore_best
     from tfrec.train.prepare import prepare
-    from tfrec.train.run import item_titles
 
     run = RunDir(run_dir)
     schema, config = run.schema_and_config()
@@ -27,7 +27,7 @@ def load_artifacts(run_dir: str) -> ExportArtifacts:
     s = prepared.data.schema
     indptr, indices = csr_from_pairs(prepared.split.pair_user, prepared.split.pair_item,
                                      prepared.num_users)
-    titles = item_titles(prepared) or [""] * prepared.num_items
+    titles = item_titles(prepared.data) or [""] * prepared.num_items
     text_encoder = None
     projection = trained.model.encoders[s.item_set].text
     if projection is not None and config.text.mode != "off":
