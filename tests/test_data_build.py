@@ -8,7 +8,7 @@ import tensorflow as tf
 import tensorflow_gnn as tfgnn
 
 from tfrec.cli import main
-from tfrec.data.build import build_graph
+from tfrec.data.build import build_graph, read_graph
 from tfrec.data.graph_data import load_graph_data
 from tfrec.data.splits import SplitConfig, split_interactions
 from tfrec.errors import TfrecError
@@ -118,10 +118,21 @@ def test_build_writes_a_parseable_folder(tiny, tmp_path, capsys):
     assert (out / "vocab" / "item.txt").read_text().split() == ["i1", "i2", "i3", "i4", "i5", "i6"]
     assert (out / "splits" / "test.tsv").read_text().splitlines() == [
         "user_id\titem_id", "u1\ti5", "u2\ti1", "u3\ti6"]
-    spec = tfgnn.create_graph_spec_from_schema_pb(tfgnn.read_schema(str(out / "schema.pbtxt")))
-    record = next(iter(tf.data.TFRecordDataset(str(out / "graph.tfrecord"))))
-    g = tfgnn.parse_single_example(spec, record)
+    g = read_graph(out)  # parsed with the schema's GraphTensorSpec
     assert int(g.edge_sets["rates"].sizes[0]) == 8
+    # it is the graph training uses (the same function built both)
+    from tfrec.config import config_from_dict
+    from tfrec.train.prepare import prepare
+
+    config = config_from_dict({"text": {"mode": "off"}, "model": {"kind": "popularity"},
+                               "split": {"method": "temporal", "ratios": [0.6, 0.2, 0.2]}})
+    trained_on = prepare(str(tiny / "schema.pbtxt"), config, progress=False).graph
+    for name in g.edge_sets:
+        for end in ("source", "target"):
+            np.testing.assert_array_equal(getattr(g.edge_sets[name].adjacency, end).numpy(),
+                                          getattr(trained_on.edge_sets[name].adjacency, end))
+    np.testing.assert_array_equal(g.node_sets["item"]["title"].numpy(),
+                                  trained_on.node_sets["item"]["title"].numpy())
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "tiny"]  # no temporary left
 
 

@@ -36,6 +36,19 @@ def build_graph(schema_path: str, split_config: SplitConfig) -> BuiltGraph:
     return BuiltGraph(data, split, training_graph(data, split))
 
 
+def read_graph(folder: str | Path):
+    """The training GraphTensor a `tfrec data build` folder holds, parsed with the spec of its
+    schema (`Schema.graph_spec`): the graph `training_graph` built."""
+    import tensorflow as tf
+    import tensorflow_gnn as tfgnn
+
+    from tfrec.schema import load_schema
+
+    spec = load_schema(Path(folder) / "schema.pbtxt").graph_spec()
+    record = next(iter(tf.data.TFRecordDataset(str(Path(folder) / "graph.tfrecord"))))
+    return tfgnn.parse_single_example(spec, record)
+
+
 def summary(built: BuiltGraph) -> dict:
     g, schema = built.graph, built.data.schema
     sizes = {s: int(np.sum(built.split.pair_split == i)) for i, s in enumerate(SPLITS)}
