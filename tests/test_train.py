@@ -280,6 +280,16 @@ def test_mixed_precision_policy_keeps_outputs_float32():
         tf.keras.mixed_precision.set_global_policy("float32")
 
 
+def test_mixed_precision_trains(tmp_path):
+    config = tiny_config(epochs=2, mixed_precision=True)
+    try:
+        result = train(TINY, config, str(tmp_path / "run"), progress=False, log=lambda s: None)
+    finally:
+        tf.keras.mixed_precision.set_global_policy("float32")
+    assert result.info["epochs_run"] == 2
+    assert result.metrics["test"]["num_users"] == 3
+
+
 def test_popularity_baseline_by_config(tmp_path):
     config = config_from_dict({"model": {"kind": "popularity"},
                                "split": {"method": "temporal", "ratios": [0.6, 0.2, 0.2]}})

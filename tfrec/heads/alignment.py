@@ -3,6 +3,8 @@
 import tensorflow as tf
 import tensorflow_recommenders as tfrs
 
+from tfrec.heads import float32_layers
+
 
 @tf.keras.utils.register_keras_serializable(package="tfrec")
 class AlignmentHead(tf.keras.layers.Layer):
@@ -16,8 +18,9 @@ class AlignmentHead(tf.keras.layers.Layer):
         super().__init__(**kwargs)
         self.temperature, self.text_only = temperature, text_only
         loss = tf.keras.losses.CategoricalCrossentropy(from_logits=True)  # mean over the batch
-        self.task = tfrs.tasks.Retrieval(loss=loss, temperature=temperature,
-                                         remove_accidental_hits=True)
+        with float32_layers():
+            self.task = tfrs.tasks.Retrieval(loss=loss, temperature=temperature,
+                                             remove_accidental_hits=True)
 
     def get_config(self):
         return {**super().get_config(), "temperature": self.temperature,
@@ -29,8 +32,10 @@ class AlignmentHead(tf.keras.layers.Layer):
         g = tf.math.l2_normalize(tf.cast(tf.gather(item_table, items), tf.float32), -1)
         if self.text_only:
             g = tf.stop_gradient(g)
+
         def contrast(query, candidates):
-            return self.task(query, candidates, candidate_ids=items, compute_metrics=False,
-                             compute_batch_metrics=False)
+            with float32_layers():  # TFRS makes its accidental-hit layer here
+                return self.task(query, candidates, candidate_ids=items, compute_metrics=False,
+                                 compute_batch_metrics=False)
 
         return 0.5 * (contrast(t, g) + contrast(g, t))

@@ -40,7 +40,7 @@ class RankingHead(tf.keras.layers.Layer):
         self.scorer = PairScorer()
         loss = (tf.keras.losses.BinaryCrossentropy(from_logits=True) if classification
                 else tf.keras.losses.MeanSquaredError())
-        self.task = tfrs.tasks.Ranking(loss=loss)
+        self.task = tfrs.tasks.Ranking(loss=loss)  # Keras losses cast labels to predictions
 
     def get_config(self):
         return {**super().get_config(), "classification": self.classification}

@@ -3,6 +3,8 @@
 import tensorflow as tf
 import tensorflow_recommenders as tfrs
 
+from tfrec.heads import float32_layers
+
 
 @tf.keras.utils.register_keras_serializable(package="tfrec")
 class RetrievalHead(tf.keras.layers.Layer):
@@ -18,8 +20,9 @@ class RetrievalHead(tf.keras.layers.Layer):
     sampling: optional [I] frequency of each item among the positives; with it, each
     candidate's logit is corrected by -log of its expected count in the candidate set (logQ
     correction): chunk x frequency for an in-batch candidate, negatives / C for a uniformly
-    drawn one (both divided by the number of columns, chunk + negatives), so popular items are not over-penalised for being frequent negatives and both
-    kinds of negatives are weighed alike. With negatives=None (every candidate) the in-batch
+    drawn one (both divided by the number of columns, chunk + negatives), so popular items are
+    not over-penalised for being frequent negatives and both kinds of negatives are weighed
+    alike. With negatives=None (every candidate) the in-batch
     candidates are masked out instead: the loss is an exact full softmax and `sampling` (logQ)
     does not apply."""
 
@@ -32,8 +35,9 @@ class RetrievalHead(tf.keras.layers.Layer):
         # TFRS sums the loss over the batch by default; the mean keeps it on the scale of the
         # other heads whatever the batch size.
         loss = tf.keras.losses.CategoricalCrossentropy(from_logits=True)
-        self.task = tfrs.tasks.Retrieval(loss=loss, temperature=temperature,
-                                         remove_accidental_hits=True)
+        with float32_layers():
+            self.task = tfrs.tasks.Retrieval(loss=loss, temperature=temperature,
+                                             remove_accidental_hits=True)
 
     def get_config(self):
         sampling = None if self.sampling is None else self.sampling.numpy().tolist()
@@ -68,7 +72,9 @@ class RetrievalHead(tf.keras.layers.Layer):
                 in_batch = size / slots * tf.gather(self.sampling, items[rows])
                 drawn = tf.fill(tf.shape(extra), self.negatives / n / slots)
                 probability = tf.concat([in_batch, drawn], axis=0)
-            losses.append(self.task(user_emb[rows], tf.gather(item_table, ids), candidate_ids=ids,
-                                    candidate_sampling_probability=probability, score_mask=mask,
-                                    compute_metrics=False, compute_batch_metrics=False))
+            with float32_layers():  # TFRS makes its accidental-hit layer here
+                losses.append(self.task(
+                    user_emb[rows], tf.gather(item_table, ids), candidate_ids=ids,
+                    candidate_sampling_probability=probability, score_mask=mask,
+                    compute_metrics=False, compute_batch_metrics=False))
         return tf.add_n(losses) / len(losses)

@@ -110,8 +110,9 @@ class NodeEncoder(tf.keras.layers.Layer):
             else:
                 sentence = tf.gather(self.text_table, features["row"])
                 if fresh is not None:
-                    sentence = tf.tensor_scatter_nd_update(
-                        sentence, fresh[:, None], self.encode_text(features, fresh, training))
+                    fresh_text = self.encode_text(features, fresh, training)
+                    sentence = tf.tensor_scatter_nd_update(  # the table reads in compute dtype
+                        sentence, fresh[:, None], tf.cast(fresh_text, sentence.dtype))
             text = self.text(sentence)
             if self.text_cold_only and id_mask is not None:
                 parts.append(text * tf.cast(1.0 - id_mask[:, None], text.dtype))

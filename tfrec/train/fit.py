@@ -27,6 +27,7 @@ from tfrec.train.run_dir import RunDir
 from tfrec.train.tensorboard import Board
 
 EARLY_STOP_METRIC = "ndcg@20"
+LOSS_DTYPE = "float32"  # the heads compute in float32 under mixed precision too
 
 
 class TrainingDiverged(TfrecError):
@@ -87,7 +88,8 @@ def build(prepared: Prepared, config: Config, optimizers: dict | None = None) ->
             encoder.text_table.assign(graph.node_sets[name]["text"])
     ranking = None
     if prepared.ranking_labels() is not None and config.train.ranking_weight > 0:
-        ranking = RankingHead(classification=prepared.data.schema.ranking_label[1] is not None)
+        ranking = RankingHead(classification=prepared.data.schema.ranking_label[1] is not None,
+                              dtype=LOSS_DTYPE)
         ranking.scorer((e.user[:1], e.item[:1]))
     state = dict(model=model, epoch=tf.Variable(0), best=tf.Variable(-1.0),
                  best_epoch=tf.Variable(0), bad_epochs=tf.Variable(0))
@@ -156,10 +158,11 @@ class Objective:
                         ).astype(np.float32)
         seen = np.flatnonzero(np.bincount(items, minlength=prepared.num_items))
         negatives = None if t.negatives == "all" else int(t.negatives)
-        self.retrieval = RetrievalHead(seen, t.temperature, negatives, batches.chunk, sampling)
+        self.retrieval = RetrievalHead(seen, t.temperature, negatives, batches.chunk, sampling,
+                                       dtype=LOSS_DTYPE)
         self.ranking = trained.ranking
         has_text = trained.model.encoders[prepared.spec.item_set].text is not None
-        self.align = AlignmentHead(text_only=t.align_mode == "text") \
+        self.align = AlignmentHead(text_only=t.align_mode == "text", dtype=LOSS_DTYPE) \
             if t.align_weight > 0 and has_text else None
         self.chunk = batches.chunk
 
@@ -266,7 +269,8 @@ class Trainer:
             bar.update(1)
             bar.set_postfix(loss=f"{means['total']:.4f}", valid=f"{valid[self.metric]:.4f}")
             self._write(bar, f"epoch {epoch:3d}  loss {means['total']:.4f}  valid {self.metric} "
-                        f"{valid[self.metric]:.4f}  {seconds[-1]:.1f}s" + ("  *" if improved else ""))
+                        f"{valid[self.metric]:.4f}  {seconds[-1]:.1f}s"
+                        + ("  *" if improved else ""))
             if int(ckpt.bad_epochs.numpy()) >= t.patience:
                 self._write(bar, f"early stop: no better {self.metric} for {t.patience} epochs")
                 break
