@@ -107,7 +107,7 @@ def _from_files(data: GraphData, keys: np.ndarray, split_dir: str) -> np.ndarray
         users = table.column("user_id", "the user ids of the split")
         items = table.column("item_id", "the item ids of the split")
         for row, (u, i) in enumerate(zip(users, items)):
-            where = f"{path}, line {row + 2}"
+            where = f"{path}, line {table.line(row)}"
             if u not in index[schema.user_set]:
                 raise TfrecError(f"{where}: user_id {u!r} is not a user of the data")
             if i not in index[schema.item_set]:
