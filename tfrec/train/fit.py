@@ -121,11 +121,12 @@ def fit(prepared: Prepared, config: Config, run: RunDir, progress: bool = True,
     has_text = model.encoders[prepared.inputs.item_set].text is not None
     align = AlignmentHead(text_only=t.align_mode == "text") if t.align_weight > 0 and has_text \
         else None
+    resume_from = run.latest_checkpoint()  # checked: TfrecError naming a damaged file
     latest = tf.train.CheckpointManager(ckpt, str(run.checkpoints), max_to_keep=2)
     best = tf.train.CheckpointManager(ckpt, str(run.checkpoints / "best"), max_to_keep=1)
     resumed = 0
-    if latest.latest_checkpoint:
-        ckpt.restore(latest.latest_checkpoint).expect_partial()
+    if resume_from:
+        ckpt.restore(resume_from).expect_partial()
         resumed = int(ckpt.epoch.numpy())
         log(f"resuming {run.path} after epoch {resumed} (best {EARLY_STOP_METRIC} "
             f"{float(ckpt.best.numpy()):.4f} at epoch {int(ckpt.best_epoch.numpy())})")
@@ -179,8 +180,8 @@ def fit(prepared: Prepared, config: Config, run: RunDir, progress: bool = True,
                 bar.close()
                 raise TrainingDiverged(
                     f"the training loss became {sums['total']} at epoch {epoch}, step {s + 1}; "
-                    f"training stopped and the last good checkpoint (epoch {epoch - 1}) is kept "
-                    f"in {run.checkpoints}: lower train.learning_rate")
+                    f"training stopped and {run.kept_checkpoint_note()}: lower "
+                    "train.learning_rate and train into a new --run-dir")
         seconds.append(time.perf_counter() - start)
         means = {k: v / steps for k, v in sums.items()}
         valid = evaluate(embedding_score_fn(*embeddings(model)), prepared, config.eval.ks,
@@ -217,10 +218,7 @@ def fit(prepared: Prepared, config: Config, run: RunDir, progress: bool = True,
 
 
 def restore_best(trained: Trained, run: RunDir) -> None:
-    path = tf.train.latest_checkpoint(str(run.checkpoints / "best"))
-    if path is None:
-        raise TfrecError(f"run folder {run.path} has no best checkpoint yet: train first")
-    trained.checkpoint.restore(path).expect_partial()
+    trained.checkpoint.restore(run.best_checkpoint()).expect_partial()
 
 
 def _progress(total: int, done: int, enabled: bool):

@@ -48,18 +48,24 @@ def _baseline_scores(prepared: Prepared, config: Config):
 def train(schema: str, config: Config, run_dir: str, progress: bool = True,
           log=lambda line: print(line, flush=True)) -> RunResult:
     """Stages:
-      1. claim the run folder (refuse another schema/config; resume the same one);
+      1. lock and check the run folder (refuse another trainer, schema or config; resume the
+         same run; damaged checkpoints are refused naming the file);
       2. prepare: tables -> GraphData -> split -> text embeddings -> model inputs;
-      3. fit (GNN) or compute the baseline (popularity, MF);
-      4. evaluate the best model on valid, test and the cold-start slice of test;
-      5. write metrics.json, the TensorBoard HParams record and embedding projector.
+      3. claim the run folder (run.json), now that the data is valid;
+      4. fit (GNN) or compute the baseline (popularity, MF);
+      5. evaluate the best model on valid, test and the cold-start slice of test;
+      6. write metrics.json, the TensorBoard HParams record and embedding projector.
     """
+    with RunDir(run_dir).training(schema, config) as run:
+        return _train(schema, config, run, progress, log)
+
+
+def _train(schema: str, config: Config, run: RunDir, progress: bool, log) -> RunResult:
     import resource
 
-    run = RunDir(run_dir)
-    run.claim(schema, config)
     start = time.perf_counter()
     prepared = prepare(schema, config, progress)
+    run.claim(schema, config)
     info = {"kind": config.model.kind}
     if config.model.kind == "gnn":
         from tfrec.train.fit import embeddings, fit
