@@ -273,9 +273,10 @@ def _checked_checkpoint(folder: Path, remove: Path) -> str | None:
             reader.get_tensor(name)
     except Exception as e:  # noqa: BLE001
         data = sorted(Path(folder).glob(Path(path).name + ".data-*"))
-        names = ", ".join(str(d) for d in data) or f"{path}.data-*"
-        raise TfrecError(f"checkpoint file {names} is damaged or cut short ({_reason(e)}): "
-                         f"{advice}") from None
+        if not data:
+            raise TfrecError(f"checkpoint file {path}.data-* is missing: {advice}") from None
+        raise TfrecError(f"checkpoint file {', '.join(map(str, data))} is damaged or cut short "
+                         f"({_reason(e)}): {advice}") from None
     return path
 
 
