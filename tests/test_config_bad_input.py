@@ -48,16 +48,20 @@ def run_cli(args, capsys) -> tuple[int, str, str]:
     return code, out, err
 
 
+@pytest.mark.parametrize("mode", ["--print-config", "--no-progress"])
 @pytest.mark.parametrize("text,message", BAD_FILES)
-def test_bad_config_file_is_refused_and_never_printed(tmp_path, capsys, text, message):
-    """--print-config (like training) refuses the file: it never prints a value it refuses."""
+def test_bad_config_file_is_refused_and_never_printed(tmp_path, capsys, text, message, mode):
+    """Training and --print-config refuse the file alike (--print-config never prints a value
+    that training would refuse), before a run folder exists."""
     path = tmp_path / "bad.toml"
     path.write_text(text, encoding="utf-8")
-    code, out, err = run_cli(["train", "--schema", TINY, "--config", str(path),
-                              "--print-config"], capsys)
+    run = tmp_path / "run"
+    code, out, err = run_cli(["train", "--schema", TINY, "--config", str(path), "--run-dir",
+                              str(run), mode], capsys)
     assert code == 2 and out == "", out
     assert err.startswith(f"tfrec: error: {path}: ") and err.count("\n") == 1, err
     assert message in err, err
+    assert not run.exists()
 
 
 def test_non_utf8_config_file_names_its_line(tmp_path, capsys):
