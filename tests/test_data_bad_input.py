@@ -197,3 +197,21 @@ def test_bad_ratios(tiny, capsys):
     assert main(["data", "build", "--schema", str(tiny / "schema.pbtxt"), "--ratios",
                  "0.8,0.3,0.1"]) == 2
     assert "must be three non-negative numbers summing to 1" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("make,message", [
+    (lambda d: d / "missing.pbtxt", "schema file {p} does not exist"),
+    (lambda d: d, "schema file {p} is a folder, not a GraphSchema file"),
+    (lambda d: _loop(d / "loop.pbtxt"), "schema file {p} cannot be read (Too many levels of "
+     "symbolic links)"),
+])
+def test_bad_schema_path(tiny, tmp_path, capsys, make, message):
+    path = make(tiny)
+    assert main(["data", "build", "--schema", str(path), "--out", str(tmp_path / "out")]) == 2
+    assert capsys.readouterr().err == f"tfrec: error: {message.format(p=path)}\n"
+    assert not (tmp_path / "out").exists()
+
+
+def _loop(path):
+    path.symlink_to(path.name)
+    return path
