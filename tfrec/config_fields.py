@@ -38,6 +38,12 @@ class Validated:
 
     SECTION: typing.ClassVar[str] = ""
 
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if "__post_init__" in cls.__dict__:  # it would silently replace the field checks
+            raise TypeError(f"{cls.__name__}: put cross-field rules in check(), not "
+                            "__post_init__")
+
     @classmethod
     def key(cls, name: str) -> str:
         """How messages name field `name` (e.g. "config key train.seed")."""
