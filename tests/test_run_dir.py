@@ -251,3 +251,17 @@ def _config_text(tmp_path):
     path = tmp_path / "tiny.toml"
     path.write_text(TINY_TOML)
     return _config(path)
+
+
+def test_an_empty_validation_split_is_refused_before_training(tmp_path, capsys):
+    """Early stopping needs validation pairs: with 0.8/0.1/0.1 no tiny user gets one (u1's 5
+    pairs: round(0.5) = 0, half to even; the others have fewer than 3), so nothing would ever
+    be the best epoch."""
+    run = tmp_path / "run"
+    schema = str(TINY / "schema.pbtxt")
+    assert main(["train", "--schema", schema, "--run-dir", str(run), "--no-progress"]) == 2
+    assert capsys.readouterr().err == (
+        f"tfrec: error: the validation split of {schema} is empty (0 of 14 interaction pairs; "
+        "users with fewer than 3 pairs only train), but training stops early on it: give it "
+        "pairs (split.ratios, --ratios or --split-dir)\n")
+    assert not run.exists()

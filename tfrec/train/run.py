@@ -7,6 +7,7 @@ import time
 import numpy as np
 
 from tfrec.config import Config
+from tfrec.errors import TfrecError
 from tfrec.evaluate.baselines import embedding_score_fn
 from tfrec.evaluate.harness import evaluate
 from tfrec.train.prepare import Prepared, prepare
@@ -65,6 +66,7 @@ def _train(schema: str, config: Config, run: RunDir, progress: bool, log) -> Run
 
     start = time.perf_counter()
     prepared = prepare(schema, config, progress)
+    _check_validation_split(prepared, config)
     run.claim(schema, config)
     info = {"kind": config.model.kind}
     if config.model.kind == "gnn":
@@ -92,6 +94,17 @@ def _train(schema: str, config: Config, run: RunDir, progress: bool, log) -> Run
                         list(prepared.data.node_ids[item_set]))
     run.write_metrics({**metrics, "info": info})
     return RunResult(metrics, info)
+
+
+def _check_validation_split(prepared: Prepared, config: Config) -> None:
+    """Early stopping and the best checkpoint need validation pairs: refuse a split without."""
+    if config.model.kind == "popularity" or len(prepared.split.pairs("valid")[0]):
+        return
+    total = len(prepared.split.pair_split)
+    raise TfrecError(f"the validation split of {prepared.data.schema.path} is empty (0 of "
+                     f"{total} interaction pairs; users with fewer than 3 pairs only train), but "
+                     "training stops early on it: give it pairs (split.ratios, --ratios or "
+                     "--split-dir)")
 
 
 def item_titles(prepared: Prepared) -> list[str] | None:
