@@ -76,7 +76,8 @@ def test_cold_items_are_held_out_whole(tiny):
 
 
 @pytest.mark.parametrize("kwargs, message", [
-    (dict(cold_items=1.0), "split cold_items 1.0 must be a share of the items in [0, 1)"),
+    (dict(cold_items=1.0),
+     "split.cold_items is 1.0, but it must be at least 0.0 and below 1.0"),
     (dict(method="files", split_dir="x", cold_items=0.1),
      "split cold_items does not apply to an explicit split"),
 ])

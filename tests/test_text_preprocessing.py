@@ -92,7 +92,7 @@ def test_text_config_defaults_and_dict_round_trip():
     ({"sequence_length": True}, "text.sequence_length"),
     ({"sequence_length": 32.0}, "text.sequence_length"),
     ({"batch_size": 0}, "text.batch_size"),
-    ({"colour": "red"}, "unknown text config field"),
+    ({"colour": "red"}, "unknown config key text.colour"),
 ])
 def test_text_config_rejects_bad_values_naming_the_field(values, field):
     with pytest.raises(TfrecError, match=field):

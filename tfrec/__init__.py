@@ -7,7 +7,8 @@ before TensorFlow is first imported, so it is set here, at the top of the packag
 import os
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+if os.environ.get("TFREC_DEBUG", "") in ("", "0"):  # TFREC_DEBUG=1 shows TensorFlow's C++ logs
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from tfrec.errors import TfrecError  # noqa: E402
 

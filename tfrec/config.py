@@ -8,31 +8,28 @@ A config file has up to five sections, each optional, each key optional (default
     [split]  method = "random", ratios = [0.8, 0.1, 0.1], seed = 0
     [eval]   ks = [10, 20]
 
-An unknown section or key, a wrong type or an impossible value fails before anything runs with
-one sentence naming the key. `tfrec train --print-config` prints the full default config.
+An unknown section or key, a wrong type or an impossible value (NaN and infinities included)
+fails before anything runs with one sentence naming the key: each section is a `Validated`
+dataclass (tfrec.config_fields) that checks itself when constructed, from a file or in code.
+`tfrec train --print-config` prints the full default config.
 """
 
 import dataclasses
 import json
+import re
 import tomllib
-import typing
 from pathlib import Path
 
-from tfrec.data.splits import SplitConfig
+from tfrec.config_fields import Validated
+from tfrec.config_fields import bounded as _range
+from tfrec.config_fields import choice as _choice
+from tfrec.data.splits import SEED_MAX, SplitConfig
 from tfrec.errors import TfrecError
 from tfrec.text.config import TextConfig
 
 
-def _choice(default, *choices):
-    return dataclasses.field(default=default, metadata={"choices": (default, *choices)})
-
-
-def _range(default, low, high=None):
-    return dataclasses.field(default=default, metadata={"range": (low, high)})
-
-
 @dataclasses.dataclass(frozen=True)
-class ModelConfig:
+class ModelConfig(Validated):
     """kind: "gnn" (tfrec's model), "mf" (ID-only matrix factorisation) or "popularity".
     conv: the message-passing layer: "lightgcn" (normalised sum, no weights), "sage"
     (GraphSAGE), "gatv2" (GATv2 attention) or "mt_albis" (TF-GNN's MtAlbis template).
@@ -65,9 +62,11 @@ class ModelConfig:
     edge_gates: bool = True
     item_bias: bool = True
 
+    SECTION = "model"
+
 
 @dataclasses.dataclass(frozen=True)
-class TrainConfig:
+class TrainConfig(Validated):
     """Retrieval loss: TFRS Retrieval with in-batch negatives (the other rows of a `chunk` of
     the batch) plus `negatives` sampled items ("all" = every item: a full softmax for small
     catalogues), accidental hits removed,
@@ -93,93 +92,54 @@ class TrainConfig:
     align_weight: float = _range(0.1, 0.0, 100.0)
     align_mode: str = _choice("both", "text")
     patience: int = _range(5, 1, 10000)
-    seed: int = 0
+    seed: int = _range(0, 0, SEED_MAX)
     mixed_precision: bool = False
     xla: bool = False
 
-    def __post_init__(self):
-        if self.negatives != "all" and not (self.negatives.isdigit()):
-            raise TfrecError(f"train.negatives is {self.negatives!r}, but it must be \"all\" or a "
-                             "number of sampled items such as \"256\"")
+    SECTION = "train"
+
+    def check(self):
+        if self.negatives != "all" and not (re.fullmatch(r"[0-9]+", self.negatives)
+                                            and int(self.negatives) > 0):
+            raise TfrecError(f"config key train.negatives is {self.negatives!r}, but it must be "
+                             "\"all\" or a number of sampled items such as \"256\"")
 
 
 @dataclasses.dataclass(frozen=True)
-class EvalConfig:
-    ks: tuple[int, ...] = (10, 20)
+class EvalConfig(Validated):
+    ks: tuple[int, ...] = _range((10, 20), 1)
 
-    def __post_init__(self):
-        if not self.ks or min(self.ks) < 1:
-            raise TfrecError(f"eval.ks {list(self.ks)} must be positive cut-offs such as [10, 20]")
+    SECTION = "eval"
+
+    def check(self):
+        if not self.ks:
+            raise TfrecError("config key eval.ks is [], but it must list cut-offs such as [10, 20]")
 
 
 @dataclasses.dataclass(frozen=True)
-class Config:
+class Config(Validated):
     model: ModelConfig = ModelConfig()
     text: TextConfig = TextConfig()
     train: TrainConfig = TrainConfig()
     split: SplitConfig = SplitConfig()
     eval: EvalConfig = EvalConfig()
 
+    @classmethod
+    def key(cls, name: str) -> str:
+        return f"config section [{name}]"
+
     def to_dict(self) -> dict:
         return json.loads(json.dumps(dataclasses.asdict(self)))
 
 
-_NAMES = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}
-
-
-def _coerce(key: str, value, hint):
-    """Checks `value` against the annotation `hint`; returns it in the field's type."""
-    origin = typing.get_origin(hint)
-    if origin is tuple:
-        if not isinstance(value, (list, tuple)):
-            raise TfrecError(f"config key {key} must be a list, not {value!r}")
-        item = typing.get_args(hint)[0]
-        return tuple(_coerce(key, v, item) for v in value)
-    if hint is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    if typing.get_origin(hint) is typing.Union or isinstance(hint, type(str | None)):
-        args = typing.get_args(hint)
-        if value is None and type(None) in args:
-            return None
-        hint = next(a for a in args if a is not type(None))
-    if hint is str and isinstance(value, int) and not isinstance(value, bool):
-        return str(value)  # e.g. negatives = 256
-    if not isinstance(value, hint) or (hint is int and isinstance(value, bool)):
-        raise TfrecError(f"config key {key} must be {_NAMES[hint]}, not {value!r}")
-    return value
-
-
-def _section(cls, name: str, values: dict):
-    if not isinstance(values, dict):
-        raise TfrecError(f"config section [{name}] must be a table of keys")
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    hints = typing.get_type_hints(cls)
-    kwargs = {}
-    for key, value in values.items():
-        if key not in fields:
-            raise TfrecError(f"unknown config key {name}.{key} (known in [{name}]: "
-                             f"{', '.join(fields)})")
-        value = _coerce(f"{name}.{key}", value, hints[key])
-        meta = fields[key].metadata
-        if "choices" in meta and value not in meta["choices"]:
-            raise TfrecError(f"config key {name}.{key} is {value!r}, but it must be one of "
-                             f"{', '.join(map(str, meta['choices']))}")
-        if "range" in meta:
-            low, high = meta["range"]
-            if value < low or (high is not None and value > high):
-                bound = f"at least {low}" if high is None else f"between {low} and {high}"
-                raise TfrecError(f"config key {name}.{key} is {value}, but it must be {bound}")
-        kwargs[key] = value
-    return cls(**kwargs)
-
-
 def config_from_dict(values: dict) -> Config:
-    sections = {f.name: f.type for f in dataclasses.fields(Config)}
-    hints = typing.get_type_hints(Config)
+    """The Config of a mapping {section: {key: value}} (a parsed TOML file)."""
+    sections = {f.name: f for f in dataclasses.fields(Config)}
     unknown = sorted(set(values) - set(sections))
     if unknown:
         raise TfrecError(f"unknown config section [{unknown[0]}] (known: {', '.join(sections)})")
-    return Config(**{name: _section(hints[name], name, values[name]) for name in values})
+    return Config(**{name: sections[name].type.from_mapping(section)
+                     for name, section in values.items()})
 
 
 def load_config(path: str | Path | None) -> Config:
@@ -188,9 +148,17 @@ def load_config(path: str | Path | None) -> Config:
         return Config()
     path = Path(path)
     try:
-        values = tomllib.loads(path.read_text(encoding="utf-8"))
+        values = tomllib.loads(path.read_text(encoding="utf-8-sig"))
     except FileNotFoundError:
         raise TfrecError(f"config file {path} does not exist") from None
+    except IsADirectoryError:
+        raise TfrecError(f"config file {path} is a folder, not a file") from None
+    except OSError as e:
+        raise TfrecError(f"config file {path} cannot be read ({e.strerror or e})") from None
+    except UnicodeDecodeError as e:
+        line = e.object[:e.start].count(b"\n") + 1
+        raise TfrecError(f"config file {path}, line {line}: not UTF-8 text (byte "
+                         f"0x{e.object[e.start]:02x}); save it as UTF-8") from None
     except tomllib.TOMLDecodeError as e:
         raise TfrecError(f"config file {path} is not valid TOML: {e}") from None
     try:

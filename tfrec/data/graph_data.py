@@ -52,8 +52,8 @@ def _index(ids: list[str], table: Table, column: str) -> dict[str, int]:
     index = {}
     for row, i in enumerate(ids):
         if i in index:
-            raise TfrecError(f"{table.name}, line {row + 2}: duplicated id {i!r} in column "
-                             f"{column!r} (first on line {index[i] + 2})")
+            raise TfrecError(f"{table.name}, line {table.line(row)}: duplicated id {i!r} in column "
+                             f"{column!r} (first on line {table.line(index[i])})")
         index[i] = row
     return index
 
@@ -63,8 +63,8 @@ def _lookup(ids: list[str], index: dict[str, int], table: Table, column: str, no
     for row, i in enumerate(ids):
         j = index.get(i)
         if j is None:
-            raise TfrecError(f"{table.name}, line {row + 2}, column {column!r}: id {i!r} is not "
-                             f"a node of node set {node_set!r}")
+            raise TfrecError(f"{table.name}, line {table.line(row)}, column {column!r}: id "
+                             f"{i!r} is not a node of node set {node_set!r}")
         out[row] = j
     return out
 

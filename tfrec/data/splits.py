@@ -19,34 +19,39 @@ from pathlib import Path
 
 import numpy as np
 
+from tfrec.config_fields import Validated, bounded, choice
 from tfrec.data.graph_data import GraphData
 from tfrec.data.tables import read_table
 from tfrec.errors import TfrecError
 
 SPLITS = ("train", "valid", "test")
 DROPPED = -1
+SEED_MAX = 2**32 - 1  # numpy's and TensorFlow's seeds are unsigned 32-bit
 
 
 @dataclasses.dataclass(frozen=True)
-class SplitConfig:
-    method: str = "random"  # "random", "temporal" or "files"
-    ratios: tuple[float, float, float] = (0.8, 0.1, 0.1)
-    seed: int = 0
-    split_dir: str | None = None  # for method "files"
-    cold_items: float = 0.0  # share of interacted items whose every pair goes to test
+class SplitConfig(Validated):
+    """How interactions are split (the config's [split] section and the split options).
 
-    def __post_init__(self):
-        if self.method not in ("random", "temporal", "files"):
-            raise TfrecError(f"split method {self.method!r} is not one of random, temporal, files")
+    method: "random", "temporal" or "files" (the folder `split_dir`); ratios: train, valid,
+    test shares summing to 1; seed: of the random order and of the cold items; cold_items:
+    share of the interacted items whose every pair goes to test."""
+
+    method: str = choice("random", "temporal", "files")
+    ratios: tuple[float, float, float] = bounded((0.8, 0.1, 0.1), 0.0, 1.0)
+    seed: int = bounded(0, 0, SEED_MAX)
+    split_dir: str | None = None  # for method "files"
+    cold_items: float = bounded(0.0, 0.0, below=1.0)
+
+    SECTION = "split"
+
+    def check(self):
         if self.method == "files" and not self.split_dir:
             raise TfrecError("split method 'files' needs a split folder (--split-dir)")
         r = self.ratios
-        if len(r) != 3 or min(r) < 0 or r[0] <= 0 or abs(sum(r) - 1.0) > 1e-6:
-            raise TfrecError(f"split ratios {r} must be three non-negative numbers summing to 1 "
-                             "with a positive train share")
-        if not 0.0 <= self.cold_items < 1.0:
-            raise TfrecError(f"split cold_items {self.cold_items} must be a share of the items in "
-                             "[0, 1), such as 0.05")
+        if r[0] <= 0 or abs(sum(r) - 1.0) > 1e-6:
+            raise TfrecError(f"split ratios {list(r)} must be three non-negative numbers summing "
+                             "to 1 with a positive train share")
         if self.method == "files" and self.cold_items:
             raise TfrecError("split cold_items does not apply to an explicit split (--split-dir): "
                              "list the cold items' pairs in its test.tsv instead")
@@ -107,7 +112,7 @@ def _from_files(data: GraphData, keys: np.ndarray, split_dir: str) -> np.ndarray
         users = table.column("user_id", "the user ids of the split")
         items = table.column("item_id", "the item ids of the split")
         for row, (u, i) in enumerate(zip(users, items)):
-            where = f"{path}, line {row + 2}"
+            where = f"{path}, line {table.line(row)}"
             if u not in index[schema.user_set]:
                 raise TfrecError(f"{where}: user_id {u!r} is not a user of the data")
             if i not in index[schema.item_set]:

@@ -1,11 +1,13 @@
 """Reading the tables a schema names into validated numpy columns.
 
 Tables are UTF-8 tab-separated files with a header row. A header cell may carry a type suffix
-as in RecBole's atomic files (`user_id:token`); the suffix is ignored. Row numbers in messages
-are file line numbers (the header is line 1).
+as in RecBole's atomic files (`user_id:token`); the suffix is ignored. A UTF-8 byte-order mark
+is dropped and blank lines are skipped. Row numbers in messages are file line numbers (the
+header is line 1), blank lines counted.
 """
 
 import csv
+import errno
 import importlib.resources
 import os
 from pathlib import Path
@@ -14,6 +16,10 @@ import numpy as np
 
 from tfrec.errors import TfrecError
 from tfrec.schema.loader import FeatureSpec, Schema
+
+# The longest field a table may hold (csv's own default, 131,072 characters, is too small for
+# long item descriptions); a longer one is refused naming its line.
+MAX_FIELD_CHARS = 1 << 28
 
 
 def resolve(filename: str, schema: Schema):
@@ -40,12 +46,19 @@ def resolve(filename: str, schema: Schema):
 
 
 class Table:
-    """A table's columns, read as strings: `columns[name]` is a list, `name` the file's name."""
+    """A table's columns, read as strings: `columns[name]` is a list, `name` the file's name,
+    `lines[row]` the file line number of data row `row`."""
 
-    def __init__(self, name: str, header: list[str], rows: list[list[str]]):
+    def __init__(self, name: str, header: list[str], rows: list[list[str]],
+                 lines: list[int] | None = None):
         self.name = name
         self.columns = {h: [r[i] for r in rows] for i, h in enumerate(header)}
         self.num_rows = len(rows)
+        self.lines = lines if lines is not None else list(range(2, len(rows) + 2))
+
+    def line(self, row: int) -> int:
+        """The file line number of data row `row` (0-based)."""
+        return self.lines[row]
 
     def column(self, name: str, what: str) -> list[str]:
         if name not in self.columns:
@@ -66,39 +79,72 @@ class Table:
                 try:
                     convert(v)
                 except ValueError:
-                    raise TfrecError(f"{self.name}, line {row + 2}, column {spec.column!r}: "
+                    raise TfrecError(f"{self.name}, line {self.line(row)}, column {spec.column!r}: "
                                      f"{v!r} is not a valid {spec.dtype} value") from None
             raise
         if array.dtype.kind == "f":
             bad = np.flatnonzero(~np.isfinite(array))
             if bad.size:
-                raise TfrecError(f"{self.name}, line {bad[0] + 2}, column {spec.column!r}: "
+                raise TfrecError(f"{self.name}, line {self.line(bad[0])}, column {spec.column!r}: "
                                  f"{values[bad[0]]!r} is not a finite number")
         return array
 
 
 def read_table(file, display_name: str) -> Table:
-    """Reads a TSV table with a header; TfrecError if missing, ragged or without data rows."""
+    """Reads a TSV table with a header; TfrecError (naming the file, and the line where there is
+    one) if it is missing, unreadable, not UTF-8, ragged, has a duplicated header column or no
+    data rows."""
+    csv.field_size_limit(MAX_FIELD_CHARS)
+    where = f"data file {display_name}"
+    reader = None
     try:
-        with file.open("r", encoding="utf-8", newline="") as f:
+        with file.open("r", encoding="utf-8-sig", newline="") as f:
             reader = csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE)
             header = next(reader, None)
-            rows = list(reader)
-    except FileNotFoundError:
-        raise TfrecError(f"data file {display_name} does not exist") from None
+            rows, lines = [], []
+            for row in reader:
+                if row:  # a blank line is not a row
+                    rows.append(row)
+                    lines.append(reader.line_num)
     except UnicodeDecodeError as e:
-        raise TfrecError(f"data file {display_name} is not UTF-8 text ({e.reason})") from None
+        raise TfrecError(f"{where} is not UTF-8 text ({e.reason})") from None
+    except csv.Error as e:
+        line = reader.line_num if reader is not None else 1
+        if "field larger than field limit" in str(e):
+            raise TfrecError(f"{where}, line {line}: a field is longer than {MAX_FIELD_CHARS:,} "
+                             "characters") from None
+        raise TfrecError(f"{where}, line {line}: not a readable TSV row ({e})") from None
+    except OSError as e:
+        raise TfrecError(f"{where} {_os_problem(e)}") from None
     if header is None:
-        raise TfrecError(f"data file {display_name} is empty (no header row)")
+        raise TfrecError(f"{where} is empty (no header row)")
     header = [h.split(":", 1)[0].strip() for h in header]
-    rows = [r for r in rows if r != []]  # a trailing blank line is not a row
+    first = {}
+    for i, h in enumerate(header):
+        if h in first:
+            raise TfrecError(f"{where}, line 1: column {h!r} appears twice in the header "
+                             f"(columns {first[h] + 1} and {i + 1})")
+        first[h] = i
     if not rows:
-        raise TfrecError(f"data file {display_name} has a header but no data rows")
-    for i, r in enumerate(rows):
+        raise TfrecError(f"{where} has a header but no data rows")
+    for r, line in zip(rows, lines):
         if len(r) != len(header):
-            raise TfrecError(f"data file {display_name}, line {i + 2}: {len(r)} fields, but the "
-                             f"header has {len(header)}")
-    return Table(display_name, header, rows)
+            raise TfrecError(f"{where}, line {line}: {len(r)} fields, but the header has "
+                             f"{len(header)}")
+    return Table(display_name, header, rows, lines)
+
+
+def _os_problem(e: OSError) -> str:
+    """What an OSError from opening or reading a table means, as the end of a sentence."""
+    if isinstance(e, FileNotFoundError):
+        return "does not exist"
+    if isinstance(e, IsADirectoryError):
+        return "is a folder, not a table"
+    if isinstance(e, PermissionError):
+        return "cannot be read (permission denied): check its permissions"
+    if e.errno == errno.ELOOP:
+        return "is a symbolic link that loops (it points, perhaps indirectly, to itself)"
+    return f"cannot be read ({e.strerror or e})"
 
 
 def open_table(filename: str, schema: Schema) -> Table:

@@ -94,18 +94,24 @@ class Schema:
 def load_schema(path: str | Path) -> Schema:
     """Parses and validates the GraphSchema text proto at `path`; TfrecError on any problem."""
     path = Path(path)
-    if not path.is_file():
-        raise TfrecError(f"schema file {path} does not exist")
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except FileNotFoundError:
+        raise TfrecError(f"schema file {path} does not exist") from None
+    except IsADirectoryError:
+        raise TfrecError(f"schema file {path} is a folder, not a GraphSchema file") from None
+    except OSError as e:
+        raise TfrecError(f"schema file {path} cannot be read ({e.strerror or e})") from None
+    except UnicodeDecodeError:
+        raise TfrecError(f"schema {path} is not UTF-8 text") from None
     import tfrec  # noqa: F401  (Keras 2 before TensorFlow)
     import tensorflow_gnn as tfgnn
     from google.protobuf import text_format
 
     try:
-        proto = text_format.Parse(path.read_text(encoding="utf-8"), tfgnn.GraphSchema())
+        proto = text_format.Parse(text, tfgnn.GraphSchema())
     except text_format.ParseError as e:
         raise TfrecError(f"schema {path} does not parse as a GraphSchema: {e}") from None
-    except UnicodeDecodeError:
-        raise TfrecError(f"schema {path} is not UTF-8 text") from None
     return _check(path, proto)
 
 

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import grpc
 
+from tfrec.config_fields import Validated, bounded
 from tfrec.errors import TfrecError
 from tfrec.tf_setup import import_tf
 
@@ -39,19 +40,28 @@ log = logging.getLogger("tfrec.serving")
 
 
 @dataclasses.dataclass(frozen=True)
-class ServeConfig:
-    """What `tfrec serve` serves, where, and its limits."""
+class ServeConfig(Validated):
+    """What `tfrec serve` serves, where, and its limits; validated on construction (a bad value
+    is a TfrecError naming its command-line option)."""
 
     model_base: Path
     model_name: str | None = None  # None: the folder name of model_base (as TF Serving)
     host: str = "127.0.0.1"
-    port: int = 8500  # 0: any free port
-    poll_seconds: float = 1.0  # 0: never look for new versions
-    num_versions: int = 1  # serve the newest N versions (TF Serving's `latest` policy)
-    max_batch: int = 1024  # rows per request
-    max_message_mb: int = 16  # gRPC message size limit, both directions
-    workers: int = 16  # threads handling requests
-    grace_seconds: float = 5.0  # for calls in flight at shutdown
+    port: int = bounded(8500, 0, 65535)  # 0: any free port
+    poll_seconds: float = bounded(1.0, 0.0)  # 0: never look for new versions
+    num_versions: int = bounded(1, 1)  # serve the newest N versions (TF Serving's `latest`)
+    max_batch: int = bounded(1024, 1)  # rows per request
+    max_message_mb: int = bounded(16, 1, 2047)  # gRPC message size limit (int32 bytes)
+    workers: int = bounded(16, 1, 1024)  # threads handling requests
+    grace_seconds: float = bounded(5.0, 0.0)  # for calls in flight at shutdown
+
+    @classmethod
+    def key(cls, name: str) -> str:
+        return "--" + name.replace("_", "-")
+
+    def check(self):
+        if self.model_name is not None and not self.model_name.strip():
+            raise TfrecError("--model-name is empty; give a name or leave it out")
 
     @property
     def name(self) -> str:

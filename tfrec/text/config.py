@@ -2,7 +2,7 @@
 
 import dataclasses
 
-from tfrec.errors import TfrecError
+from tfrec.config_fields import Validated, bounded, choice
 
 MODES = ("frozen", "finetune", "off")
 # The MiniLM checkpoint has 512 learned positions; [CLS] and [SEP] take two of them.
@@ -11,8 +11,8 @@ MAX_SEQUENCE_LENGTH = 512
 
 
 @dataclasses.dataclass(frozen=True)
-class TextConfig:
-    """Text-encoder settings, validated on construction.
+class TextConfig(Validated):
+    """Text-encoder settings (the config's [text] section), validated on construction.
 
     Attributes:
       mode: "frozen" (embeddings computed once, cached, stored as node features), "finetune"
@@ -28,44 +28,18 @@ class TextConfig:
         uses train.learning_rate; pretrained transformers want a far smaller one).
     """
 
-    mode: str = "frozen"
-    sequence_length: int = 32
-    batch_size: int = 128
-    finetune_items: int = 128
-    learning_rate: float = 3e-5
+    mode: str = choice(*MODES)
+    sequence_length: int = bounded(32, MIN_SEQUENCE_LENGTH, MAX_SEQUENCE_LENGTH)
+    batch_size: int = bounded(128, 1, 65536)
+    finetune_items: int = bounded(128, 1, 65536)
+    learning_rate: float = bounded(3e-5, 1e-9, 1.0)
 
-    def __post_init__(self):
-        if self.mode not in MODES:
-            raise TfrecError(
-                f"text.mode is {self.mode!r}, but it must be one of {', '.join(MODES)}."
-            )
-        _check_int("text.sequence_length", self.sequence_length,
-                   MIN_SEQUENCE_LENGTH, MAX_SEQUENCE_LENGTH)
-        _check_int("text.batch_size", self.batch_size, 1, 65536)
-        _check_int("text.finetune_items", self.finetune_items, 1, 65536)
-        lr = self.learning_rate
-        if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not 1e-9 <= lr <= 1.0:
-            raise TfrecError(f"text.learning_rate is {lr!r}, but it must be a number from 1e-9 "
-                             "to 1.")
+    SECTION = "text"
 
     @classmethod
     def from_dict(cls, values: dict) -> "TextConfig":
-        """Builds a config from a mapping (e.g. the `text:` section of a config file)."""
-        if not isinstance(values, dict):
-            raise TfrecError(f"the text config must be a mapping, got {type(values).__name__}.")
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise TfrecError(
-                f"unknown text config field(s) {', '.join(unknown)}; known: "
-                f"{', '.join(sorted(known))}."
-            )
-        return cls(**values)
+        """Builds a config from a mapping (e.g. the [text] section of a config file)."""
+        return cls.from_mapping(values)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
-
-
-def _check_int(field: str, value, low: int, high: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-        raise TfrecError(f"{field} is {value!r}, but it must be an integer from {low} to {high}.")

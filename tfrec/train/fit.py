@@ -213,6 +213,7 @@ class Trainer:
         self.objective = Objective(prepared, config, self.trained, self.batches)
         self.metric = EARLY_STOP_METRIC
         ckpt = self.trained.checkpoint
+        self.resume_from = run.latest_checkpoint()  # checked: TfrecError naming a damaged file
         self.latest = tf.train.CheckpointManager(ckpt, str(run.checkpoints), max_to_keep=2)
         self.best = tf.train.CheckpointManager(ckpt, str(run.checkpoints / "best"),
                                                max_to_keep=1)
@@ -283,9 +284,9 @@ class Trainer:
     def _restore(self) -> int:
         """Resumes from the latest checkpoint; returns the epoch it holds (0 = fresh)."""
         ckpt = self.trained.checkpoint
-        if not self.latest.latest_checkpoint:
+        if not self.resume_from:
             return 0
-        ckpt.restore(self.latest.latest_checkpoint).expect_partial()
+        ckpt.restore(self.resume_from).expect_partial()
         resumed = int(ckpt.epoch.numpy())
         self.log(f"resuming {self.run.path} after epoch {resumed} (best {self.metric} "
                  f"{float(ckpt.best.numpy()):.4f} at epoch {int(ckpt.best_epoch.numpy())})")
@@ -306,8 +307,8 @@ class Trainer:
                 bar.close()
                 raise TrainingDiverged(
                     f"the training loss became {sums['total']} at epoch {epoch}, step {s + 1}; "
-                    f"training stopped and the last good checkpoint (epoch {epoch - 1}) is kept "
-                    f"in {self.run.checkpoints}: lower train.learning_rate")
+                    f"training stopped and {self.run.kept_checkpoint_note()}: lower "
+                    "train.learning_rate and train into a new --run-dir")
         return {k: v / self.batches.steps for k, v in sums.items()}
 
     def _validate(self) -> dict[str, float]:
@@ -348,10 +349,7 @@ def fit(prepared: Prepared, config: Config, run: RunDir, progress: bool = True,
 
 
 def restore_best(trained: Trained, run: RunDir) -> None:
-    path = tf.train.latest_checkpoint(str(run.checkpoints / "best"))
-    if path is None:
-        raise TfrecError(f"run folder {run.path} has no best checkpoint yet: train first")
-    trained.checkpoint.restore(path).expect_partial()
+    trained.checkpoint.restore(run.best_checkpoint()).expect_partial()
 
 
 def _progress(total: int, done: int, enabled: bool):

@@ -5,6 +5,7 @@ import time
 
 from tfrec.config import Config
 from tfrec.data.graph_data import item_titles
+from tfrec.errors import TfrecError
 from tfrec.evaluate.harness import evaluate
 from tfrec.evaluate.scoring import embedding_score_fn
 from tfrec.train.prepare import Prepared, prepare
@@ -27,18 +28,25 @@ def _popularity_scores(prepared: Prepared):
 def train(schema: str, config: Config, run_dir: str, progress: bool = True,
           log=lambda line: print(line, flush=True)) -> RunResult:
     """Stages:
-      1. claim the run folder (refuse another schema/config; resume the same one);
+      1. lock and check the run folder (refuse another trainer, schema or config; resume the
+         same run; damaged checkpoints are refused naming the file);
       2. prepare: tables -> GraphData -> split -> text embeddings -> model inputs;
-      3. fit (the GNN, or MF: the same model without message passing) or count popularity;
-      4. evaluate the best model on valid, test and the cold-start slice of test;
-      5. write metrics.json, the TensorBoard HParams record and embedding projector.
+      3. claim the run folder (run.json), now that the data is valid;
+      4. fit (the GNN, or MF: the same model without message passing) or count popularity;
+      5. evaluate the best model on valid, test and the cold-start slice of test;
+      6. write metrics.json, the TensorBoard HParams record and embedding projector.
     """
+    with RunDir(run_dir).training(schema, config) as run:
+        return _train(schema, config, run, progress, log)
+
+
+def _train(schema: str, config: Config, run: RunDir, progress: bool, log) -> RunResult:
     import resource
 
-    run = RunDir(run_dir)
-    run.claim(schema, config)
     start = time.perf_counter()
     prepared = prepare(schema, config, progress)
+    _check_validation_split(prepared, config)
+    run.claim(schema, config)
     info = {"kind": config.model.kind}
     trains = config.model.kind != "popularity"
     if trains:
@@ -67,6 +75,17 @@ def train(schema: str, config: Config, run_dir: str, progress: bool = True,
                         list(prepared.data.node_ids[item_set]))
     run.write_metrics({**metrics, "info": info})
     return RunResult(metrics, info)
+
+
+def _check_validation_split(prepared: Prepared, config: Config) -> None:
+    """Early stopping and the best checkpoint need validation pairs: refuse a split without."""
+    if config.model.kind == "popularity" or len(prepared.split.pairs("valid")[0]):
+        return
+    total = len(prepared.split.pair_split)
+    raise TfrecError(f"the validation split of {prepared.data.schema.path} is empty (0 of "
+                     f"{total} interaction pairs; users with fewer than 3 pairs only train), but "
+                     "training stops early on it: give it pairs (split.ratios, --ratios or "
+                     "--split-dir)")
 
 
 def evaluate_run(run_dir: str, progress: bool = False) -> dict:
