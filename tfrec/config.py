@@ -6,7 +6,7 @@ A config file has up to five sections, each optional, each key optional (default
     [text]   mode = "frozen", sequence_length = 32, batch_size = 128
     [train]  epochs = 60, batch_size = 4096, learning_rate = 0.003, ...
     [split]  method = "random", ratios = [0.8, 0.1, 0.1], seed = 0
-    [eval]   ks = [10, 20]
+    [eval]   ks = [10, 20], early_stop = "ndcg@20"
 
 An unknown section or key, a wrong type or an impossible value fails before anything runs with
 one sentence naming the key. `tfrec train --print-config` prints the full default config.
@@ -14,6 +14,7 @@ one sentence naming the key. `tfrec train --print-config` prints the full defaul
 
 import dataclasses
 import json
+import re
 import tomllib
 import typing
 from pathlib import Path
@@ -76,7 +77,11 @@ class TrainConfig:
     alignment. align_mode "both": text and graph embeddings pull towards each other (the text is
     a prior on the graph; good when it describes what users choose); "text": only the text
     projection moves towards the graph embedding (the cold-start path, warm items untouched).
-    logq corrects in-batch logits by the log of each item's sampling probability.
+    logq applies to sampled negatives only (`negatives` a number): each in-batch candidate's
+    logit is corrected by the log of how often it is a positive (its chance of being drawn as
+    a negative). With negatives = "all" every item is a candidate, the in-batch ones are masked
+    and the loss is an exact softmax: there is nothing to correct. "auto" (the default) is on
+    for sampled negatives and off for "all"; true together with "all" is refused.
     weight_decay is L2 on the layer-0 states of the batch's users and items."""
 
     epochs: int = _range(40, 1, 100000)
@@ -88,7 +93,8 @@ class TrainConfig:
     temperature: float = _range(0.3, 1e-3, 100.0)
     negatives: str = "all"
     chunk: int = _range(1024, 1, 1 << 20)
-    logq: bool = True
+    logq: bool | str = dataclasses.field(default="auto", metadata={
+        "note": 'true, false or "auto"; applies to sampled negatives only, not "all"'})
     ranking_weight: float = _range(0.1, 0.0, 100.0)
     align_weight: float = _range(0.1, 0.0, 100.0)
     align_mode: str = _choice("both", "text")
@@ -101,15 +107,46 @@ class TrainConfig:
         if self.negatives != "all" and not (self.negatives.isdigit()):
             raise TfrecError(f"train.negatives is {self.negatives!r}, but it must be \"all\" or a "
                              "number of sampled items such as \"256\"")
+        if self.logq not in (True, False, "auto"):
+            raise TfrecError(f"train.logq is {self.logq!r}, but it must be true, false or \"auto\"")
+        if self.logq is True and self.negatives == "all":
+            raise TfrecError("train.logq = true corrects sampled negatives, but train.negatives is "
+                             "\"all\" (an exact softmax over every item, nothing to correct): "
+                             "set negatives to a number such as \"256\", or logq to \"auto\"")
+
+    @property
+    def applies_logq(self) -> bool:
+        """Whether the logQ correction is on: sampled negatives, and logq true or "auto"."""
+        return self.negatives != "all" and self.logq is not False
+
+
+METRICS = ("recall", "ndcg", "precision", "hit", "mrr")
 
 
 @dataclasses.dataclass(frozen=True)
 class EvalConfig:
+    """ks: the cut-offs every metric is computed at (on valid, test and the cold slice).
+    early_stop: "<metric>@<k>", the validation metric that picks the best epoch and stops
+    training (`train.patience` epochs without a gain); metric is one of recall, ndcg,
+    precision, hit, mrr and k one of `ks`. Test metrics never choose anything."""
+
     ks: tuple[int, ...] = (10, 20)
+    early_stop: str = dataclasses.field(default="ndcg@20", metadata={
+        "note": "<metric>@<k> on valid: picks the best epoch and stops training"})
 
     def __post_init__(self):
         if not self.ks or min(self.ks) < 1:
             raise TfrecError(f"eval.ks {list(self.ks)} must be positive cut-offs such as [10, 20]")
+        match = re.fullmatch(r"([a-z]+)@([1-9][0-9]*)", self.early_stop)
+        metric, k = match.groups() if match else ("", "0")
+        if metric not in METRICS:
+            raise TfrecError(f"eval.early_stop is {self.early_stop!r}, but it must be "
+                             f"<metric>@<k> with a metric among {', '.join(METRICS)}, such as "
+                             "\"ndcg@20\"")
+        if int(k) not in self.ks:
+            raise TfrecError(f"eval.early_stop is {self.early_stop!r}, but {int(k)} is not one of "
+                             f"eval.ks {list(self.ks)}: add it to eval.ks or stop on a metric at "
+                             f"one of them, such as \"{metric}@{max(self.ks)}\"")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -141,6 +178,8 @@ def _coerce(key: str, value, hint):
         args = typing.get_args(hint)
         if value is None and type(None) in args:
             return None
+        if type(value) in args:  # e.g. logq: bool | str takes true, false or "auto"
+            return value
         hint = next(a for a in args if a is not type(None))
     if hint is str and isinstance(value, int) and not isinstance(value, bool):
         return str(value)  # e.g. negatives = 256
@@ -210,9 +249,12 @@ def to_toml(config: Config) -> str:
             return '""'
         return json.dumps(v)
 
+    notes = {(s.name, f.name): f"  # {f.metadata['note']}" for s in dataclasses.fields(config)
+             for f in dataclasses.fields(getattr(config, s.name)) if "note" in f.metadata}
     out = []
     for section, values in config.to_dict().items():
         out.append(f"[{section}]")
-        out += [f"{k} = {value(v)}" for k, v in values.items() if v is not None]
+        out += [f"{k} = {value(v)}{notes.get((section, k), '')}" for k, v in values.items()
+                if v is not None]
         out.append("")
     return "\n".join(out)

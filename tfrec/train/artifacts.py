@@ -13,7 +13,6 @@ def load_artifacts(run_dir: str) -> ExportArtifacts:
     from tfrec.evaluate.metrics import csr_from_pairs
     from tfrec.train.fit import build, embeddings, restore_best
     from tfrec.train.prepare import prepare
-    from tfrec.train.run import item_titles
 
     run = RunDir(run_dir)
     schema, config = run.schema_and_config()
@@ -27,7 +26,6 @@ def load_artifacts(run_dir: str) -> ExportArtifacts:
     s = prepared.data.schema
     indptr, indices = csr_from_pairs(prepared.split.pair_user, prepared.split.pair_item,
                                      prepared.num_users)
-    titles = item_titles(prepared) or [""] * prepared.num_items
     text_encoder = None
     projection = trained.model.encoders[s.item_set].text
     if projection is not None and config.text.mode != "off":
@@ -43,7 +41,7 @@ def load_artifacts(run_dir: str) -> ExportArtifacts:
     return ExportArtifacts(
         user_ids=np.array(prepared.data.node_ids[s.user_set], dtype=object).astype(str),
         item_ids=np.array(prepared.data.node_ids[s.item_set], dtype=object).astype(str),
-        item_titles=np.array(titles, dtype=object).astype(str),
+        item_titles=prepared.data.titles(s.item_set),  # the schema's display feature
         user_embeddings=user_emb, item_embeddings=item_emb, item_bias=item_bias,
         seen_indptr=indptr.astype(np.int64), seen_indices=indices.astype(np.int64),
         scorer=trained.ranking.scorer if trained.ranking is not None else None,

@@ -1,5 +1,6 @@
-"""Fitting the GraphRecommender: full-graph steps with TFRS losses, validation NDCG@20 early
-stopping, a checkpoint every epoch (resumable), TensorBoard, and a clean stop on a NaN loss."""
+"""Fitting the GraphRecommender: full-graph steps with TFRS losses, early stopping on a
+validation metric (`eval.early_stop`), a checkpoint every epoch (resumable), TensorBoard, and
+a clean stop on a NaN loss."""
 
 import dataclasses
 import math
@@ -19,9 +20,6 @@ from tfrec.model.recommender import GraphRecommender
 from tfrec.train.prepare import Prepared
 from tfrec.train.run_dir import RunDir
 from tfrec.train.tensorboard import Board
-
-EARLY_STOP_METRIC = "ndcg@20"
-
 
 class TrainingDiverged(TfrecError):
     exit_code = 3
@@ -100,7 +98,7 @@ def embeddings(model: GraphRecommender) -> tuple[np.ndarray, np.ndarray, np.ndar
 def fit(prepared: Prepared, config: Config, run: RunDir, progress: bool = True,
         log=lambda line: print(line, flush=True)) -> tuple[Trained, FitReport]:
     """Trains until `train.epochs` or early stopping; returns the best epoch's model."""
-    t = config.train
+    t, metric = config.train, config.eval.early_stop
     users, items = prepared.split.pairs("train")
     labels = prepared.ranking_labels()
     if labels is None:
@@ -114,7 +112,7 @@ def fit(prepared: Prepared, config: Config, run: RunDir, progress: bool = True,
     model, ranking, ckpt = trained.model, trained.ranking, trained.checkpoint
     negatives = None if t.negatives == "all" else int(t.negatives)
     sampling = None
-    if t.logq:  # how often an item is a positive: in-batch negatives are drawn that often
+    if t.applies_logq:  # how often an item is a positive: in-batch negatives are drawn that often
         sampling = (np.bincount(items, minlength=prepared.num_items) / n).astype(np.float32)
     seen = np.flatnonzero(prepared.inputs.nodes[prepared.inputs.item_set].id_mask)
     retrieval = RetrievalHead(seen, t.temperature, negatives, chunk, sampling)
@@ -127,7 +125,7 @@ def fit(prepared: Prepared, config: Config, run: RunDir, progress: bool = True,
     if latest.latest_checkpoint:
         ckpt.restore(latest.latest_checkpoint).expect_partial()
         resumed = int(ckpt.epoch.numpy())
-        log(f"resuming {run.path} after epoch {resumed} (best {EARLY_STOP_METRIC} "
+        log(f"resuming {run.path} after epoch {resumed} (best {metric} "
             f"{float(ckpt.best.numpy()):.4f} at epoch {int(ckpt.best_epoch.numpy())})")
     variables = model.trainable_variables + (ranking.trainable_variables if ranking else [])
 
@@ -188,7 +186,7 @@ def fit(prepared: Prepared, config: Config, run: RunDir, progress: bool = True,
         lr = opt.learning_rate
         lr = float(lr(opt.iterations) if callable(lr) else lr)
         board.epoch(epoch, means, lr, valid)
-        score = valid[EARLY_STOP_METRIC]
+        score = valid[metric]
         ckpt.epoch.assign(epoch)
         improved = score > float(ckpt.best.numpy())
         if improved:
@@ -201,12 +199,12 @@ def fit(prepared: Prepared, config: Config, run: RunDir, progress: bool = True,
             best.save(checkpoint_number=epoch)
         latest.save(checkpoint_number=epoch)
         bar.update(1)
-        bar.set_postfix(loss=f"{means['total']:.4f}", ndcg20=f"{score:.4f}")
-        _write(bar, f"epoch {epoch:3d}  loss {means['total']:.4f}  valid ndcg@20 {score:.4f}  "
-               f"recall@20 {valid['recall@20']:.4f}  {seconds[-1]:.1f}s"
+        bar.set_postfix(loss=f"{means['total']:.4f}", **{metric: f"{score:.4f}"})
+        _write(bar, f"epoch {epoch:3d}  loss {means['total']:.4f}  valid {metric} {score:.4f}  "
+               f"{seconds[-1]:.1f}s"
                + ("  *" if improved else ""), progress, log)
         if int(ckpt.bad_epochs.numpy()) >= t.patience:
-            _write(bar, f"early stop: no better {EARLY_STOP_METRIC} for {t.patience} epochs",
+            _write(bar, f"early stop: no better {metric} for {t.patience} epochs",
                    progress, log)
             break
     bar.close()

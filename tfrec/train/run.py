@@ -34,11 +34,14 @@ def _baseline_scores(prepared: Prepared, config: Config):
                   patience=config.train.patience)
     valid = prepared.csr("valid"), prepared.csr("train")
 
+    metric = config.eval.early_stop
+
     def on_epoch(epoch, user_emb, item_emb):
         from tfrec.evaluate.metrics import full_ranking_metrics
 
+        k = int(metric.partition("@")[2])
         return full_ranking_metrics(embedding_score_fn(user_emb, item_emb), valid[1], valid[0],
-                                    (20,))["ndcg@20"]
+                                    (k,))[metric]
 
     user_emb, item_emb = train_mf(users, items, prepared.num_users, prepared.num_items, mf,
                                   eval_fn=on_epoch)
@@ -50,9 +53,12 @@ def train(schema: str, config: Config, run_dir: str, progress: bool = True,
     """Stages:
       1. claim the run folder (refuse another schema/config; resume the same one);
       2. prepare: tables -> GraphData -> split -> text embeddings -> model inputs;
-      3. fit (GNN) or compute the baseline (popularity, MF);
+      3. fit (GNN, early-stopped on the validation metric `eval.early_stop`) or compute the
+         baseline (popularity, MF);
       4. evaluate the best model on valid, test and the cold-start slice of test;
-      5. write metrics.json, the TensorBoard HParams record and embedding projector.
+      5. write metrics.json and, in RUN_DIR/logs, the HParams record (the config, ranked by the
+         final model's VALIDATION metrics; test is logged beside, never declared to HParams)
+         and the item embeddings for the projector (item id and display title).
     """
     import resource
 
@@ -63,7 +69,6 @@ def train(schema: str, config: Config, run_dir: str, progress: bool = True,
     info = {"kind": config.model.kind}
     if config.model.kind == "gnn":
         from tfrec.train.fit import embeddings, fit
-        from tfrec.train.tensorboard import Board
 
         trained, report = fit(prepared, config, run, progress, log)
         user_emb, item_emb, item_bias = embeddings(trained.model)
@@ -76,25 +81,16 @@ def train(schema: str, config: Config, run_dir: str, progress: bool = True,
     info["peak_rss_mib"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
     if 0 < info.get("epochs_run", 0) == info["resumed_from"] and (earlier := run.read_metrics()):
         info = earlier["info"]  # a finished run, re-run: its figures are those of its training
+    from tfrec.train.tensorboard import Board
+
+    board = Board(run.logs)
+    board.hparams(config, metrics, info.get("best_epoch", 0))
     if config.model.kind == "gnn":
-        board = Board(run.logs)
-        board.hparams(config.to_dict(), {f"test/{k}": v for k, v in metrics["test"].items()
-                                         if not k.startswith("num_")})
         item_set = prepared.data.schema.item_set
-        titles = item_titles(prepared)
-        board.projector(item_emb, titles if titles is not None else
-                        list(prepared.data.node_ids[item_set]))
+        board.projector(item_emb, prepared.data.node_ids[item_set],
+                        prepared.data.titles(item_set))
     run.write_metrics({**metrics, "info": info})
     return RunResult(metrics, info)
-
-
-def item_titles(prepared: Prepared) -> list[str] | None:
-    """The first text feature of the items (their title), if any."""
-    schema = prepared.data.schema
-    for node_set, feature in schema.text_features:
-        if node_set == schema.item_set:
-            return [str(t) for t in prepared.data.node_features[node_set][feature]]
-    return None
 
 
 def evaluate_run(run_dir: str, progress: bool = False) -> dict:
