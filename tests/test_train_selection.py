@@ -228,3 +228,29 @@ def test_fit_hands_the_item_frequencies_to_the_head_only_when_logq_applies(tmp_p
     # training pairs (temporal split): u1 i1 i2 i3, u2 i6 i3, u3 i4, u4 i1 i2: 8 pairs
     assert seen[0] is None and seen[2] is None
     np.testing.assert_allclose(seen[1], [2 / 8, 2 / 8, 2 / 8, 1 / 8, 0, 1 / 8])
+
+
+def test_every_shipped_config_value_is_justified_on_validation():
+    import tomllib
+
+    for path in sorted((Path(__file__).parent.parent / "configs").glob("*.toml")):
+        text = path.read_text(encoding="utf-8")
+        comment = "\n".join(line for line in text.splitlines() if line.startswith("#"))
+        assert "VALIDATION split only" in comment and "valid NDCG@20" in comment, path
+        values = tomllib.loads(text)
+        config_from_dict(values)  # loads as it is
+        for section in values.values():
+            for key, value in section.items():
+                assert f"{key} = {json.dumps(value)}" in comment, (path, key)
+
+
+def test_a_run_folder_written_before_logq_auto_still_evaluates_and_exports(tmp_path):
+    from tfrec.train.run_dir import RunDir
+
+    old = {"schema": TINY, "config": {"train": {"logq": True, "negatives": "all"},
+                                      "eval": {"ks": [10, 20]}}}
+    (tmp_path / "run.json").write_text(json.dumps(old))
+    assert RunDir(tmp_path).schema_and_config()[1].train.logq == "auto"
+    old["config"]["train"]["negatives"] = "64"  # there logq = true did apply: kept
+    (tmp_path / "run.json").write_text(json.dumps(old))
+    assert RunDir(tmp_path).schema_and_config()[1].train.logq is True
