@@ -254,3 +254,30 @@ def test_a_run_folder_written_before_logq_auto_still_evaluates_and_exports(tmp_p
     old["config"]["train"]["negatives"] = "64"  # there logq = true did apply: kept
     (tmp_path / "run.json").write_text(json.dumps(old))
     assert RunDir(tmp_path).schema_and_config()[1].train.logq is True
+
+
+def test_mf_picks_its_epoch_on_the_configured_validation_metric(tmp_path, monkeypatch):
+    import tfrec.evaluate.baselines as baselines
+    from tfrec.evaluate.metrics import full_ranking_metrics
+    from tfrec.train.prepare import prepare
+
+    calls, real = [], baselines.train_mf
+
+    def spy(*args, eval_fn=None, **kwargs):
+        def recording(epoch, user_emb, item_emb):
+            calls.append((user_emb, item_emb, eval_fn(epoch, user_emb, item_emb)))
+            return calls[-1][2]
+        return real(*args, eval_fn=recording, **kwargs)
+
+    monkeypatch.setattr(baselines, "train_mf", spy)
+    config = config_from_dict({"model": {"kind": "mf", "dim": 4},
+                               "train": {"epochs": 2, "batch_size": 4},
+                               "split": {"method": "temporal", "ratios": [0.6, 0.2, 0.2]},
+                               "eval": {"ks": [1, 5], "early_stop": "mrr@5"}})
+    train(TINY, config, str(tmp_path / "mf"), progress=False, log=lambda s: None)
+    prepared = prepare(TINY, config, progress=False)
+    assert len(calls) == 2
+    for user_emb, item_emb, value in calls:  # valid MRR@5, training items excluded
+        expected = full_ranking_metrics(baselines.embedding_score_fn(user_emb, item_emb),
+                                        prepared.csr("train"), prepared.csr("valid"), (5,))
+        assert value == pytest.approx(expected["mrr@5"])

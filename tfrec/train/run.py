@@ -33,13 +33,12 @@ def _baseline_scores(prepared: Prepared, config: Config):
                   seed=config.train.seed, temperature=config.train.temperature,
                   patience=config.train.patience)
     valid = prepared.csr("valid"), prepared.csr("train")
-
-    metric = config.eval.early_stop
+    metric = config.eval.early_stop  # MF's best epoch is chosen on valid, like the GNN's
+    k = int(metric.partition("@")[2])
 
     def on_epoch(epoch, user_emb, item_emb):
         from tfrec.evaluate.metrics import full_ranking_metrics
 
-        k = int(metric.partition("@")[2])
         return full_ranking_metrics(embedding_score_fn(user_emb, item_emb), valid[1], valid[0],
                                     (k,))[metric]
 
