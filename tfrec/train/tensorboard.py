@@ -5,8 +5,9 @@
                    "final/valid/<metric>", "final/test/<metric>", "final/test_cold/<metric>"
     projector      the item embeddings, with item id and title columns
 
-The HParams record and the metrics it declares (only "final/valid/*": runs are compared and
-ranked on validation, never on test) are written by one writer into the same folder, so
+Every event file sits directly in that folder (training's per-epoch writer and the final
+one); the HParams record and the metrics it declares (only "final/valid/*": runs are compared
+and ranked on validation, never on test) are written by one writer, so
 `tensorboard --logdir RUN_DIR/logs` shows one run with its metrics, and `tensorboard --logdir`
 on a folder of run folders compares them side by side (each RUN_DIR/logs is one run).
 """
