@@ -1,4 +1,4 @@
-"""Popularity vs ID-only MF vs tfrec (and its ablations) on seeded splits, test metrics.
+"""Popularity vs ID-only MF vs tfrec (and its ablations) on seeded splits: valid, then test.
 
 Run: .venv/bin/python bench/train_compare.py [--schema schemas/movielens.pbtxt]
          [--config configs/movielens.toml] [--variants popularity,mf,full,no_text,no_kg,no_gnn]
@@ -7,10 +7,17 @@ Run: .venv/bin/python bench/train_compare.py [--schema schemas/movielens.pbtxt]
 Each variant is a `tfrec train` subprocess (so its peak memory is its own) on the per-user
 random 80/10/10 split (seed 0, or the mean over --seeds; --ratios 0.2,0.1,0.7 leaves a sparse
 training graph, --split temporal tests each user's newest pairs). MF is tuned on every split:
-each setting of MF_GRID is trained and the best on valid NDCG@20 is reported. Prints Recall@20 /
-NDCG@20 on test, the cold-start slice (with --cold-items: the test pairs of the items held out
-whole), best epoch, seconds per epoch, total training seconds and peak memory. With several
-seeds and "mf" among the variants, each other variant is also compared with MF seed by seed.
+each setting of MF_GRID is trained and the best on valid NDCG@20 is reported. Prints NDCG@20 on
+valid, Recall@20 / NDCG@20 on test, the cold-start slice (with --cold-items: the test pairs of
+the items held out whole), best epoch, seconds per epoch, total training seconds and peak
+memory. With several seeds and "mf" among the variants, each other variant is also compared
+with MF seed by seed, on valid and on test.
+
+Test never chooses anything: every choice the bench makes is made on valid (MF's grid setting,
+per split; each run's best epoch, by `tfrec train`'s early stopping on `eval.early_stop`), and
+test is reported only for what valid chose. The variants are fixed configurations reported side
+by side, not candidates the bench picks from: compare them on the valid column, read test as
+the estimate for the one you would pick on valid.
 """
 
 import argparse
@@ -124,35 +131,38 @@ def main() -> int:
         rows.append((name, runs if len(runs) == len(seeds) else None))
     cold = f", {args.cold_items} of the items held out" if float(args.cold_items) else ""
     shares = "/".join(f"{float(r) * 100:g}" for r in args.ratios.split(","))
-    print(f"\n{args.schema}, per-user {args.split} {shares} split (seeds {args.seeds}{cold}), "
-          "test:")
+    print(f"\n{args.schema}, per-user {args.split} {shares} split (seeds {args.seeds}{cold}); "
+          "test for what valid chose:")
     width = 10 if len(seeds) == 1 else 16
-    print(f"{'variant':<12}{'recall@20':>{width}}{'ndcg@20':>{width}}{'cold r@20':>{width}}"
-          f"{'best ep':>8}{'s/epoch':>8}{'train s':>8}{'peak MiB':>9}")
+    print(f"{'':<12}{'valid':>{width}}{'test':>{width * 3}}")
+    print(f"{'variant':<12}{'ndcg@20':>{width}}{'recall@20':>{width}}{'ndcg@20':>{width}}"
+          f"{'cold r@20':>{width}}{'best ep':>8}{'s/epoch':>8}{'train s':>8}{'peak MiB':>9}")
     for name, runs in rows:
         if runs is None:
             print(f"{name:<12} failed")
             continue
         i = runs[0]["info"]
         cells = [_mean([m[split][metric] for m in runs]) for split, metric in
-                 (("test", "recall@20"), ("test", "ndcg@20"), ("test_cold", "recall@20"))]
+                 (("valid", "ndcg@20"), ("test", "recall@20"), ("test", "ndcg@20"),
+                  ("test_cold", "recall@20"))]
         print(f"{name:<12}" + "".join(f"{c:>{width}}" for c in cells)
               + f"{i.get('best_epoch', '-'):>8}{i.get('epoch_seconds', 0):>8.2f}"
               f"{i['train_seconds']:>8}{i['peak_rss_mib']:>9}")
-    paired(dict(rows), "mf", "ndcg@20")
+    for split in ("valid", "test"):
+        paired(dict(rows), "mf", split, "ndcg@20")
     return 0
 
 
-def paired(rows: dict, reference: str, metric: str) -> None:
-    """Per-seed test differences of each variant against `reference` on the same split."""
+def paired(rows: dict, reference: str, split: str, metric: str) -> None:
+    """Per-seed differences on `split` of each variant against `reference` on the same split."""
     ref = rows.get(reference)
     if ref is None or len(ref) < 2:
         return
-    print(f"\ntest {metric} minus {reference}'s on the same split, seed by seed:")
+    print(f"\n{split} {metric} minus {reference}'s on the same split, seed by seed:")
     for name, runs in rows.items():
         if name == reference or runs is None:
             continue
-        diff = [m["test"][metric] - r["test"][metric] for m, r in zip(runs, ref)]
+        diff = [m[split][metric] - r[split][metric] for m, r in zip(runs, ref)]
         wins = sum(d > 0 for d in diff)
         print(f"{name:<12}" + " ".join(f"{d:+.4f}" for d in diff)
               + f"   mean {np.mean(diff):+.4f}, ahead on {wins} of {len(diff)}")

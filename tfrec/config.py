@@ -4,9 +4,9 @@ A config file has up to five sections, each optional, each key optional (default
 
     [model]  kind = "gnn", dim = 64, conv = "lightgcn", layers = 3, ...
     [text]   mode = "frozen", sequence_length = 32, batch_size = 128
-    [train]  epochs = 60, batch_size = 4096, learning_rate = 0.003, ...
+    [train]  epochs = 40, batch_size = 8192, learning_rate = 0.01, ...
     [split]  method = "random", ratios = [0.8, 0.1, 0.1], seed = 0
-    [eval]   ks = [10, 20]
+    [eval]   ks = [10, 20], early_stop = "ndcg@20"
 
 An unknown section or key, a wrong type or an impossible value (NaN and infinities included)
 fails before anything runs with one sentence naming the key: each section is a `Validated`
@@ -75,7 +75,11 @@ class TrainConfig(Validated):
     alignment. align_mode "both": text and graph embeddings pull towards each other (the text is
     a prior on the graph; good when it describes what users choose); "text": only the text
     projection moves towards the graph embedding (the cold-start path, warm items untouched).
-    logq corrects in-batch logits by the log of each item's sampling probability.
+    logq applies to sampled negatives only (`negatives` a number): each in-batch candidate's
+    logit is corrected by the log of how often it is a positive (its chance of being drawn as
+    a negative). With negatives = "all" every item is a candidate, the in-batch ones are masked
+    and the loss is an exact softmax: there is nothing to correct. "auto" (the default) is on
+    for sampled negatives and off for "all"; true together with "all" is refused.
     weight_decay is L2 on the layer-0 states of the batch's users and items."""
 
     epochs: int = _range(40, 1, 100000)
@@ -87,7 +91,8 @@ class TrainConfig(Validated):
     temperature: float = _range(0.3, 1e-3, 100.0)
     negatives: str = "all"
     chunk: int = _range(1024, 1, 1 << 20)
-    logq: bool = True
+    logq: bool | str = dataclasses.field(default="auto", metadata={
+        "note": 'true, false or "auto"; applies to sampled negatives only, not "all"'})
     ranking_weight: float = _range(0.1, 0.0, 100.0)
     align_weight: float = _range(0.1, 0.0, 100.0)
     align_mode: str = _choice("both", "text")
@@ -103,17 +108,49 @@ class TrainConfig(Validated):
                                             and int(self.negatives) > 0):
             raise TfrecError(f"config key train.negatives is {self.negatives!r}, but it must be "
                              "\"all\" or a number of sampled items such as \"256\"")
+        if self.logq not in (True, False, "auto"):
+            raise TfrecError(f"config key train.logq is {self.logq!r}, but it must be true, "
+                             "false or \"auto\"")
+        if self.logq is True and self.negatives == "all":
+            raise TfrecError("train.logq = true corrects sampled negatives, but train.negatives is "
+                             "\"all\" (an exact softmax over every item, nothing to correct): "
+                             "set negatives to a number such as \"256\", or logq to \"auto\"")
+
+    @property
+    def applies_logq(self) -> bool:
+        """Whether the logQ correction is on: sampled negatives, and logq true or "auto"."""
+        return self.negatives != "all" and self.logq is not False
+
+
+METRICS = ("recall", "ndcg", "precision", "hit", "mrr")
 
 
 @dataclasses.dataclass(frozen=True)
 class EvalConfig(Validated):
+    """ks: the cut-offs every metric is computed at (on valid, test and the cold slice).
+    early_stop: "<metric>@<k>", the validation metric that picks the best epoch and stops
+    training (`train.patience` epochs without a gain); metric is one of recall, ndcg,
+    precision, hit, mrr and k one of `ks`. Test metrics never choose anything."""
+
     ks: tuple[int, ...] = _range((10, 20), 1)
+    early_stop: str = dataclasses.field(default="ndcg@20", metadata={
+        "note": "<metric>@<k> on valid: picks the best epoch and stops training"})
 
     SECTION = "eval"
 
     def check(self):
         if not self.ks:
             raise TfrecError("config key eval.ks is [], but it must list cut-offs such as [10, 20]")
+        match = re.fullmatch(r"([a-z]+)@([1-9][0-9]*)", self.early_stop)
+        metric, k = match.groups() if match else ("", "0")
+        if metric not in METRICS:
+            raise TfrecError(f"eval.early_stop is {self.early_stop!r}, but it must be "
+                             f"<metric>@<k> with a metric among {', '.join(METRICS)}, such as "
+                             "\"ndcg@20\"")
+        if int(k) not in self.ks:
+            raise TfrecError(f"eval.early_stop is {self.early_stop!r}, but {int(k)} is not one of "
+                             f"eval.ks {list(self.ks)}: add it to eval.ks or stop on a metric at "
+                             f"one of them, such as \"{metric}@{max(self.ks)}\"")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -178,9 +215,12 @@ def to_toml(config: Config) -> str:
             return '""'
         return json.dumps(v)
 
+    notes = {(s.name, f.name): f"  # {f.metadata['note']}" for s in dataclasses.fields(config)
+             for f in dataclasses.fields(getattr(config, s.name)) if "note" in f.metadata}
     out = []
     for section, values in config.to_dict().items():
         out.append(f"[{section}]")
-        out += [f"{k} = {value(v)}" for k, v in values.items() if v is not None]
+        out += [f"{k} = {value(v)}{notes.get((section, k), '')}" for k, v in values.items()
+                if v is not None]
         out.append("")
     return "\n".join(out)

@@ -113,6 +113,8 @@ def _coerce(key: str, value, hint):
         args = typing.get_args(hint)
         if value is None and type(None) in args:
             return None
+        if type(value) in args:  # e.g. logq: bool | str takes true, false or "auto"
+            return value
         hint = next(a for a in args if a is not type(None))
     if hint is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)

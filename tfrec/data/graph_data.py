@@ -47,6 +47,16 @@ class GraphData:
     def interactions(self) -> EdgeData:
         return self.edges[self.schema.interactions]
 
+    def titles(self, node_set: str) -> np.ndarray:
+        """[N] str: how each node is shown to people, the schema's display feature of the node
+        set (`NodeSetSpec.title`), or the node's id where that is missing or empty."""
+        ids = self.node_ids[node_set].astype(str)
+        title = self.schema.node_sets[node_set].title
+        if title is None:
+            return ids
+        values = np.array([" ".join(str(v).split()) for v in self.node_features[node_set][title]])
+        return np.where(values == "", ids, values)
+
 
 def _index(ids: list[str], table: Table, column: str) -> dict[str, int]:
     index = {}
@@ -122,12 +132,3 @@ def read_texts(schema_path: str) -> dict[tuple[str, str], list[str]]:
     data = load_graph_data(schema_path)
     return {(n, f): list(data.node_features[n][f])
             for n, f in data.schema.text_features}
-
-
-def item_titles(data: GraphData) -> list[str] | None:
-    """[I] display title of each item: its first text feature, or None if it has none."""
-    schema = data.schema
-    for node_set, feature in schema.text_features:
-        if node_set == schema.item_set:
-            return [str(t) for t in data.node_features[node_set][feature]]
-    return None

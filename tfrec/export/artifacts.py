@@ -18,7 +18,8 @@ class ExportArtifacts:
     Attributes:
       user_ids: [U] str, the ORIGINAL user ids of the source data, in embedding-row order.
       item_ids: [I] str, original item ids, in embedding-row order.
-      item_titles: [I] str, a display title per item ("" if none).
+      item_titles: [I] str, a display title per item: the schema's display feature of the item
+        node set (extra `title`, see tfrec/schema/loader.py), or the item id.
       user_embeddings: [U, D] float32, final user representations (after the GNN).
       item_embeddings: [I, D] float32, final item representations (after the GNN).
       item_bias: optional [I] float32 score offset per item (None = 0).

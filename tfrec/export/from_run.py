@@ -2,7 +2,6 @@
 
 import numpy as np
 
-from tfrec.data.graph_data import item_titles
 from tfrec.errors import TfrecError
 from tfrec.export.artifacts import ExportArtifacts
 from tfrec.train.run_dir import RunDir
@@ -27,7 +26,6 @@ def load_artifacts(run_dir: str) -> ExportArtifacts:
     s = prepared.data.schema
     indptr, indices = csr_from_pairs(prepared.split.pair_user, prepared.split.pair_item,
                                      prepared.num_users)
-    titles = item_titles(prepared.data) or [""] * prepared.num_items
     text_encoder = None
     projection = trained.model.encoders[s.item_set].text
     if projection is not None and config.text.mode != "off":
@@ -44,7 +42,7 @@ def load_artifacts(run_dir: str) -> ExportArtifacts:
     return ExportArtifacts(
         user_ids=np.array(prepared.data.node_ids[s.user_set], dtype=object).astype(str),
         item_ids=np.array(prepared.data.node_ids[s.item_set], dtype=object).astype(str),
-        item_titles=np.array(titles, dtype=object).astype(str),
+        item_titles=prepared.data.titles(s.item_set),  # the schema's display feature
         user_embeddings=user_emb, item_embeddings=item_emb, item_bias=item_bias,
         seen_indptr=indptr.astype(np.int64), seen_indices=indices.astype(np.int64),
         scorer=trained.ranking.scorer if trained.ranking is not None else None,

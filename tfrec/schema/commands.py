@@ -21,7 +21,9 @@ def _validate(args) -> int:
           f"interactions = {s.interactions!r}.")
     for n in s.node_sets.values():
         feats = ", ".join(f"{f.name}:{f.dtype}/{f.role}" for f in n.features) or "-"
-        print(f"  node set {n.name:<14} table {n.filename or '(ids from edges)'}; features {feats}")
+        table = n.filename or "(ids from edges)"
+        print(f"  node set {n.name:<14} table {table}; features {feats}; "
+              f"shown as {n.title or 'its id'}")
     for e in s.edge_sets.values():
         feats = ", ".join(f"{f.name}:{f.dtype}" for f in e.features) or "-"
         table = e.filename or f"(reverse of {e.reverse_of})"

@@ -11,6 +11,9 @@ The tfrec conventions on top of GraphSchema (documented in the README, "Schemas"
   extra ids_from_edges     a node set whose ids are its edge sets' endpoints (no table);
   extra text / tokens      comma-separated lists of string features that are natural-language
                            text / space-separated token lists; other strings are categorical;
+  extra title              the node-set feature that names a node for people (projector, served
+                           titles); default: a feature named "title" or "name", else the first
+                           of the `text` list, else the node's id;
   extra timestamp          the interaction feature that orders the temporal split;
   extra ranking_label      what the ranking head predicts: a numeric interaction feature
                            (regression) or FEATURE=VALUE (classification of FEATURE == VALUE).
@@ -40,6 +43,7 @@ class NodeSetSpec:
     features: tuple[FeatureSpec, ...]
     filename: str | None  # None when ids_from_edges
     id_column: str
+    title: str | None = None  # the feature that names a node for people (None: its id)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -143,6 +147,19 @@ def _features(where: str, features, extras: dict[str, str]) -> tuple[FeatureSpec
     return tuple(specs)
 
 
+def _title(where: str, features, extras: dict[str, str]) -> str | None:
+    """The display feature of a node set: extra `title`, else a feature named "title" or
+    "name", else the first of its `text` list, else None (the node's id is shown)."""
+    title = extras.get("title")
+    if title is not None:
+        if title not in features:
+            raise TfrecError(f"{where}: metadata title={title!r} must name a feature of it "
+                             f"(features: {', '.join(sorted(features)) or 'none'})")
+        return title
+    text = [t.strip() for t in extras.get("text", "").split(",") if t.strip()]
+    return next((t for t in ("title", "name", *text) if t in features), None)
+
+
 def _check(path: Path, proto) -> Schema:
     import tensorflow_gnn as tfgnn
 
@@ -168,7 +185,8 @@ def _check(path: Path, proto) -> Schema:
             raise TfrecError(f"{where} takes its ids from edges, so it cannot have features")
         node_sets[name] = NodeSetSpec(
             name, _features(where, ns.features, extras),
-            None if from_edges else ns.metadata.filename, extras.get("id_column", "id"))
+            None if from_edges else ns.metadata.filename, extras.get("id_column", "id"),
+            _title(where, ns.features, extras))
 
     edge_sets = {}
     for name, es in sorted(proto.edge_sets.items()):

@@ -8,9 +8,10 @@ def register(sub) -> None:
         "train", help="train a recommender on a schema's graph",
         description="Train tfrec's text + knowledge-graph + GNN recommender (or a baseline: "
         "[model] kind = \"mf\" / \"popularity\") with TFRS retrieval and ranking losses, "
-        "early-stopped on validation NDCG@20, then print the test metrics. An interrupted run "
-        "resumes when started again with the same --run-dir. Watch it with "
-        "`tensorboard --logdir RUN_DIR/logs`.")
+        "early-stopped on a validation metric ([eval] early_stop, default ndcg@20), then print "
+        "the test metrics. An interrupted run resumes when started again with the same "
+        "--run-dir. Watch it with `tensorboard --logdir RUN_DIR/logs`, or compare runs with "
+        "`tensorboard --logdir` on their parent folder (HParams ranks them on validation).")
     p.add_argument("--schema", required=True, help="GraphSchema .pbtxt")
     p.add_argument("--config", help="TOML config file (see --print-config for every key and "
                    "its default)")
@@ -56,5 +57,5 @@ def _train(args) -> int:
     print(f"run folder:  {run_dir}   (metrics.json, run.json)")
     if info["kind"] != "popularity":
         print(f"checkpoints: {run_dir}/checkpoints (best: {run_dir}/checkpoints/best)")
-        print(f"TensorBoard: tensorboard --logdir {run_dir}/logs")
+    print(f"TensorBoard: tensorboard --logdir {run_dir}/logs")
     return 0

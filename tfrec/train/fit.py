@@ -3,8 +3,9 @@
     Batches (shuffled training pairs) --Trainer.step--> losses (Objective: TFRS heads)
     per epoch: steps -> refresh fine-tuned text -> validate -> checkpoint + early stop -> log
 Full-graph steps: every step embeds the whole model graph, then scores the batch's pairs.
-A checkpoint every epoch (resumable), the best one in checkpoints/best, TensorBoard, and a
-clean stop (exit 3) on a non-finite loss.
+Early stopping on a validation metric (`eval.early_stop`; test never chooses anything), a
+checkpoint every epoch (resumable), the best one in checkpoints/best, TensorBoard, and a clean
+stop (exit 3) on a non-finite loss.
 """
 
 import dataclasses
@@ -26,7 +27,6 @@ from tfrec.train.prepare import Prepared
 from tfrec.train.run_dir import RunDir
 from tfrec.train.tensorboard import Board
 
-EARLY_STOP_METRIC = "ndcg@20"
 LOSS_DTYPE = "float32"  # the heads compute in float32 under mixed precision too
 
 
@@ -153,7 +153,7 @@ class Objective:
         self.config = t
         items = batches.items
         sampling = None
-        if t.logq:  # how often an item is a positive: in-batch negatives are drawn that often
+        if t.applies_logq:  # how often an item is a positive (drawn as an in-batch negative)
             sampling = (np.bincount(items, minlength=prepared.num_items) / len(items)
                         ).astype(np.float32)
         seen = np.flatnonzero(np.bincount(items, minlength=prepared.num_items))
@@ -211,7 +211,7 @@ class Trainer:
                 config.text.learning_rate)
         self.trained = build(prepared, config, self.optimizers)
         self.objective = Objective(prepared, config, self.trained, self.batches)
-        self.metric = EARLY_STOP_METRIC
+        self.metric = config.eval.early_stop
         ckpt = self.trained.checkpoint
         self.resume_from = run.latest_checkpoint()  # checked: TfrecError naming a damaged file
         self.latest = tf.train.CheckpointManager(ckpt, str(run.checkpoints), max_to_keep=2)

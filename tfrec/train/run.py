@@ -4,7 +4,6 @@ import dataclasses
 import time
 
 from tfrec.config import Config
-from tfrec.data.graph_data import item_titles
 from tfrec.errors import TfrecError
 from tfrec.evaluate.harness import evaluate
 from tfrec.evaluate.scoring import embedding_score_fn
@@ -32,9 +31,12 @@ def train(schema: str, config: Config, run_dir: str, progress: bool = True,
          same run; damaged checkpoints are refused naming the file);
       2. prepare: tables -> GraphData -> split -> text embeddings -> model inputs;
       3. claim the run folder (run.json), now that the data is valid;
-      4. fit (the GNN, or MF: the same model without message passing) or count popularity;
+      4. fit (the GNN, or MF: the same model without message passing; early-stopped on the
+         validation metric `eval.early_stop`) or count popularity;
       5. evaluate the best model on valid, test and the cold-start slice of test;
-      6. write metrics.json, the TensorBoard HParams record and embedding projector.
+      6. write metrics.json and, in RUN_DIR/logs, the HParams record (the config, ranked by the
+         final model's VALIDATION metrics; test is logged beside, never declared to HParams)
+         and the item embeddings for the projector (item id and display title).
     """
     with RunDir(run_dir).training(schema, config) as run:
         return _train(schema, config, run, progress, log)
@@ -63,16 +65,14 @@ def _train(schema: str, config: Config, run: RunDir, progress: bool, log) -> Run
     info["peak_rss_mib"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
     if 0 < info.get("epochs_run", 0) == info["resumed_from"] and (earlier := run.read_metrics()):
         info = earlier["info"]  # a finished run, re-run: its figures are those of its training
-    if trains:
-        from tfrec.train.tensorboard import Board
+    from tfrec.train.tensorboard import Board
 
-        board = Board(run.logs)
-        board.hparams(config.to_dict(), {f"test/{k}": v for k, v in metrics["test"].items()
-                                         if not k.startswith("num_")})
+    board = Board(run.logs)
+    board.hparams(config, metrics, info.get("best_epoch", 0))
+    if trains:
         item_set = prepared.data.schema.item_set
-        titles = item_titles(prepared.data)
-        board.projector(item_emb, titles if titles is not None else
-                        list(prepared.data.node_ids[item_set]))
+        board.projector(item_emb, prepared.data.node_ids[item_set],
+                        prepared.data.titles(item_set))
     run.write_metrics({**metrics, "info": info})
     return RunResult(metrics, info)
 

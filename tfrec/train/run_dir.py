@@ -56,7 +56,12 @@ class RunDir:
     def schema_and_config(self) -> tuple[str, Config]:
         m = self.manifest()
         try:
-            return m["schema"], config_from_dict(m["config"])
+            config, train = m["config"], m["config"].get("train", {})
+            if train.get("logq") is True and train.get("negatives", "all") == "all":
+                # a run.json from before logq became "auto": true did nothing with every item a
+                # candidate, and is refused in new configs
+                config = {**config, "train": {**train, "logq": "auto"}}
+            return m["schema"], config_from_dict(config)
         except (KeyError, TypeError, AttributeError):
             raise TfrecError(f"{self.manifest_file} is damaged (no schema or config): choose a "
                              "new --run-dir") from None
