@@ -145,7 +145,7 @@ def test_sections_constructed_in_code_are_validated_like_files():
     # what a file may write loosely is normalised: int -> float, list -> tuple
     config = TrainConfig(learning_rate=1)
     assert config.learning_rate == 1.0 and isinstance(config.learning_rate, float)
-    assert EvalConfig(ks=[5, 10]).ks == (5, 10)
+    assert EvalConfig(ks=[5, 10], early_stop="ndcg@10").ks == (5, 10)
     assert SplitConfig(ratios=[1, 0, 0]).ratios == (1.0, 0.0, 0.0)
 
 
@@ -153,7 +153,7 @@ def test_print_config_round_trips_every_value(tmp_path):
     """What --print-config prints parses back to the same config (no NaN, no None)."""
     config = config_from_dict({"train": {"learning_rate": 1e-7, "negatives": "256"},
                                "split": {"ratios": [0.7, 0.15, 0.15], "seed": 4294967295},
-                               "eval": {"ks": [5]}})
+                               "eval": {"ks": [5], "early_stop": "recall@5"}})
     assert config_from_dict(tomllib.loads(to_toml(config))) == config
 
 

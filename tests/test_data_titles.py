@@ -86,7 +86,7 @@ def test_titles_read_the_display_feature_and_show_the_id_where_it_is_empty(tiny)
 
 def test_projector_and_export_show_titles_not_descriptions(tiny, tmp_path):
     from tfrec.config import config_from_dict
-    from tfrec.train.artifacts import load_artifacts
+    from tfrec.export.from_run import load_artifacts
     from tfrec.train.run import train
 
     # like the e-commerce items: a description, alphabetically before the title and first in

@@ -21,7 +21,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent / "tfrec"
 
 LAYERS = [
-    ("tfrec", "errors", "paths", "atomic", "tf_setup"),
+    ("tfrec", "errors", "paths", "atomic", "tf_setup", "config_fields"),
     ("schema",),
     ("data",),
     ("text",),

@@ -256,28 +256,22 @@ def test_a_run_folder_written_before_logq_auto_still_evaluates_and_exports(tmp_p
     assert RunDir(tmp_path).schema_and_config()[1].train.logq is True
 
 
-def test_mf_picks_its_epoch_on_the_configured_validation_metric(tmp_path, monkeypatch):
-    import tfrec.evaluate.baselines as baselines
-    from tfrec.evaluate.metrics import full_ranking_metrics
-    from tfrec.train.prepare import prepare
-
-    calls, real = [], baselines.train_mf
-
-    def spy(*args, eval_fn=None, **kwargs):
-        def recording(epoch, user_emb, item_emb):
-            calls.append((user_emb, item_emb, eval_fn(epoch, user_emb, item_emb)))
-            return calls[-1][2]
-        return real(*args, eval_fn=recording, **kwargs)
-
-    monkeypatch.setattr(baselines, "train_mf", spy)
+def test_mf_picks_its_epoch_on_the_configured_validation_metric(tmp_path):
+    """MF trains through the same Trainer: its best epoch is the one with the best valid
+    MRR@5 when eval.early_stop says so."""
     config = config_from_dict({"model": {"kind": "mf", "dim": 4},
-                               "train": {"epochs": 2, "batch_size": 4},
+                               "train": {"epochs": 4, "batch_size": 4, "learning_rate": 0.05},
                                "split": {"method": "temporal", "ratios": [0.6, 0.2, 0.2]},
                                "eval": {"ks": [1, 5], "early_stop": "mrr@5"}})
-    train(TINY, config, str(tmp_path / "mf"), progress=False, log=lambda s: None)
-    prepared = prepare(TINY, config, progress=False)
-    assert len(calls) == 2
-    for user_emb, item_emb, value in calls:  # valid MRR@5, training items excluded
-        expected = full_ranking_metrics(baselines.embedding_score_fn(user_emb, item_emb),
-                                        prepared.csr("train"), prepared.csr("valid"), (5,))
-        assert value == pytest.approx(expected["mrr@5"])
+    run = tmp_path / "mf"
+    result = train(TINY, config, str(run), progress=False, log=lambda s: None)
+    per_epoch = {}
+    for f in (run / "logs").glob("events.out.tfevents.*"):
+        for event in tf.compat.v1.train.summary_iterator(str(f)):
+            for v in event.summary.value:
+                if v.tag == "valid/mrr@5":
+                    per_epoch[event.step] = float(tf.make_ndarray(v.tensor))
+    assert sorted(per_epoch) == [1, 2, 3, 4], per_epoch
+    best = max(per_epoch.values())
+    assert result.info["best_epoch"] == min(e for e, v in per_epoch.items() if v == best), per_epoch
+    assert result.metrics["valid"]["mrr@5"] == pytest.approx(best, abs=1e-6)

@@ -91,7 +91,7 @@ def build(prepared: Prepared, config: Config, optimizers: dict | None = None) ->
         ranking = RankingHead(classification=prepared.data.schema.ranking_label[1] is not None,
                               dtype=LOSS_DTYPE)
         ranking.scorer((e.user[:1], e.item[:1]))
-    state = dict(model=model, epoch=tf.Variable(0), best=tf.Variable(-1.0),
+    state = dict(model=model, epoch=tf.Variable(0), best=tf.Variable(-1.0, dtype=tf.float64),
                  best_epoch=tf.Variable(0), bad_epochs=tf.Variable(0))
     if ranking is not None:
         state["ranking"] = ranking

@@ -101,7 +101,7 @@ def hparam_specs(config) -> tuple[list, dict]:
             elif isinstance(value, bool):
                 domain = hp.Discrete([False, True])
             elif "range" in field.metadata and field.metadata["range"][1] is not None:
-                low, high = field.metadata["range"]
+                low, high = field.metadata["range"][:2]
                 domain = (hp.IntInterval(low, high) if isinstance(value, int)
                           else hp.RealInterval(float(low), float(high)))
             specs.append(hp.HParam(name, domain))
