@@ -52,3 +52,28 @@ def test_text_only_alignment_moves_the_text_side_alone():
         d_text, d_graph = tape.gradient(loss, [text, graph])
         assert np.abs(tf.convert_to_tensor(d_text).numpy()).sum() > 0
         assert (d_graph is None) == text_only
+
+
+def test_node_encoder_config_round_trip_builds_the_same_layer():
+    from tfrec.model.inputs import EncoderSpec
+
+    spec = EncoderSpec(3, categorical={"colour": 4}, tokens={"tags": 5}, numeric=2, text=True)
+    features = {"row": tf.constant([2, 0]), "cat.colour": tf.constant([3, 0]),
+                "tokens.tags": tf.constant(np.eye(5, dtype=np.float32)[:2]),
+                "numeric": tf.constant([[0.5, -1.0], [1.0, 2.0]]),
+                "text": tf.constant(np.ones((2, 384), np.float32))}
+    encoder = NodeEncoder(spec, 8, text_cold_only=True, name="encode_item")
+    h0, _ = encoder(features)
+    copy = NodeEncoder.from_config(encoder.get_config())
+    assert copy.spec == spec and copy.dim == 8 and copy.text_cold_only
+    assert copy.name == "encode_item"
+    copy(features)
+    copy.set_weights(encoder.get_weights())
+    np.testing.assert_allclose(copy(features)[0].numpy(), h0.numpy(), atol=1e-6)
+    # h0 of node 2 = its ID row + colour 3 + tag row 0 + the numeric projection + text (no
+    # id_mask: every node has an ID and text_cold_only does not apply)
+    expected = (encoder.ids.embeddings[2] + encoder.cats["colour"].embeddings[3]
+                + encoder.multi["tags"].kernel[0]
+                + features["numeric"][:1] @ encoder.numeric.kernel + encoder.numeric.bias
+                + features["text"][:1] @ encoder.text.kernel)
+    np.testing.assert_allclose(h0[:1].numpy(), expected.numpy(), atol=1e-5)
