@@ -201,7 +201,7 @@ def test_bad_ratios(tiny, capsys):
 
 @pytest.mark.parametrize("make,message", [
     (lambda d: d / "missing.pbtxt", "schema file {p} does not exist"),
-    (lambda d: d, "schema file {p} is a folder, not a GraphSchema file"),
+    (lambda d: d, "schema file {p} is a folder, not a file"),
     (lambda d: _loop(d / "loop.pbtxt"), "schema file {p} cannot be read (Too many levels of "
      "symbolic links)"),
 ])

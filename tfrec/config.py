@@ -25,6 +25,7 @@ from tfrec.config_fields import bounded as _range
 from tfrec.config_fields import choice as _choice
 from tfrec.data.splits import SEED_MAX, SplitConfig
 from tfrec.errors import TfrecError
+from tfrec.paths import read_text
 from tfrec.text.config import TextConfig
 
 
@@ -184,18 +185,9 @@ def load_config(path: str | Path | None) -> Config:
     if path is None:
         return Config()
     path = Path(path)
+    text = read_text(path, "config file")
     try:
-        values = tomllib.loads(path.read_text(encoding="utf-8-sig"))
-    except FileNotFoundError:
-        raise TfrecError(f"config file {path} does not exist") from None
-    except IsADirectoryError:
-        raise TfrecError(f"config file {path} is a folder, not a file") from None
-    except OSError as e:
-        raise TfrecError(f"config file {path} cannot be read ({e.strerror or e})") from None
-    except UnicodeDecodeError as e:
-        line = e.object[:e.start].count(b"\n") + 1
-        raise TfrecError(f"config file {path}, line {line}: not UTF-8 text (byte "
-                         f"0x{e.object[e.start]:02x}); save it as UTF-8") from None
+        values = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise TfrecError(f"config file {path} is not valid TOML: {e}") from None
     try:

@@ -23,6 +23,7 @@ import dataclasses
 from pathlib import Path
 
 from tfrec.errors import TfrecError
+from tfrec.paths import read_text
 
 # DataType enum value -> numpy dtype name, for the feature dtypes tfrec reads from tables.
 SUPPORTED_DTYPES = {7: "str", 9: "int64", 3: "int32", 1: "float32", 2: "float64"}
@@ -98,16 +99,7 @@ class Schema:
 def load_schema(path: str | Path) -> Schema:
     """Parses and validates the GraphSchema text proto at `path`; TfrecError on any problem."""
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except FileNotFoundError:
-        raise TfrecError(f"schema file {path} does not exist") from None
-    except IsADirectoryError:
-        raise TfrecError(f"schema file {path} is a folder, not a GraphSchema file") from None
-    except OSError as e:
-        raise TfrecError(f"schema file {path} cannot be read ({e.strerror or e})") from None
-    except UnicodeDecodeError:
-        raise TfrecError(f"schema {path} is not UTF-8 text") from None
+    text = read_text(path, "schema file")
     import tfrec  # noqa: F401  (Keras 2 before TensorFlow)
     import tensorflow_gnn as tfgnn
     from google.protobuf import text_format
