@@ -107,6 +107,9 @@ class SubgraphSampler:
             lambda node_set: tfgnn_sampler.InMemIndexToFeaturesAccessor.from_graph_tensor(
                 index_graph, node_set),
             seed_node_dtype=tf.int32) for root in (self.user_set, self.item_set)}
+        seeds = tf.RaggedTensorSpec([1, None], tf.int32, ragged_rank=1)
+        self.samplers = {root: tf.function(model, input_signature=[seeds])
+                         for root, model in self.samplers.items()}
 
     def _check_reversed(self, forward: str, reverse: str) -> None:
         f, r = self.edges[forward], self.edges[reverse]
