@@ -46,6 +46,7 @@ def test_spec_samples_every_edge_set_out_of_each_hop_with_its_fanout(prepared):
     assert spec.seed_op.node_set_name == "user"
 
 
+@pytest.mark.slow  # ~1-2 min on a loaded 2-core machine: tracing TF-GNN's sampling models
 def test_subgraph_holds_model_edges_with_true_rows_and_never_the_batch_edges(prepared):
     graph, schema = prepared.model_graph, prepared.data.schema
     sampler = SubgraphSampler(graph, schema, fanouts=[4, 4])
@@ -80,6 +81,7 @@ def test_subgraph_holds_model_edges_with_true_rows_and_never_the_batch_edges(pre
         graph.spec.relax(num_nodes=True, num_edges=True)
 
 
+@pytest.mark.slow
 def test_each_seed_user_gets_its_fanout_of_training_edges(prepared):
     """Every planted user has 10 training items; with fan-out 4 and none of its edges in the
     batch, a seed user keeps exactly 4 of them in its subgraph (plus edges other seeds drew)."""

@@ -23,6 +23,7 @@ def _config(folder, mode: str, **sample):
         "split": {"method": "files", "split_dir": str(folder / "splits")}})
 
 
+@pytest.mark.slow  # ~4 min on a loaded 2-core machine (sampler tracing, 160 sampled steps)
 def test_sampled_training_recovers_planted_groups(planted, tmp_path):  # noqa: F811
     config = _config(planted, "sampled")
     prepared = prepare(str(planted / "schema.pbtxt"), config, progress=False)

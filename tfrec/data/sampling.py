@@ -100,7 +100,7 @@ class SubgraphSampler:
                 self.reverse[name], self.reverse[fwd] = fwd, name
         self.graph_schema = tfgnn.create_schema_pb_from_graph_spec(graph.spec)
         index_graph = self._index_graph(graph)
-        self.samplers = {root: tfgnn_sampler.create_sampling_model_from_spec(
+        self.models = {root: tfgnn_sampler.create_sampling_model_from_spec(
             self.graph_schema, sampling_spec(self.graph_schema, root, fanouts),
             lambda op: tfgnn_sampler.InMemUniformEdgesSampler.from_graph_tensor(
                 index_graph, op.edge_set_name, sample_size=op.sample_size, name=op.op_name),
@@ -109,7 +109,7 @@ class SubgraphSampler:
             seed_node_dtype=tf.int32) for root in (self.user_set, self.item_set)}
         seeds = tf.RaggedTensorSpec([1, None], tf.int32, ragged_rank=1)
         self.samplers = {root: tf.function(model, input_signature=[seeds])
-                         for root, model in self.samplers.items()}
+                         for root, model in self.models.items()}
 
     def _check_reversed(self, forward: str, reverse: str) -> None:
         f, r = self.edges[forward], self.edges[reverse]
