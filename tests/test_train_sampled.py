@@ -72,3 +72,21 @@ def test_sampling_config_defaults():
     assert config.train.mode == "auto"
     assert config.sample.fanouts == (10, 10, 5)
     assert config.sample.auto_edges == 200_000
+
+
+def test_a_run_folder_from_before_the_sampling_keys_still_resumes(tmp_path):
+    import json
+
+    from tfrec.config import Config
+    from tfrec.train.run_dir import RunDir
+
+    schema = tmp_path / "schema.pbtxt"
+    schema.write_text("")
+    run = RunDir(tmp_path / "run")
+    assert run.claim(str(schema), Config()) is False
+    manifest = json.loads(run.manifest_file.read_text())
+    del manifest["config"]["sample"], manifest["config"]["train"]["mode"]  # an older run.json
+    run.manifest_file.write_text(json.dumps(manifest))
+    assert run.check(str(schema), Config()) is True
+    with pytest.raises(TfrecError, match="differs in sample.fanouts"):
+        run.check(str(schema), config_from_dict({"sample": {"fanouts": [3]}}))
