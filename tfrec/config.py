@@ -5,9 +5,9 @@ A config file has up to six sections, each optional, each key optional (defaults
     [model]  kind = "gnn", dim = 64, conv = "lightgcn", layers = 3, ...
     [text]   mode = "frozen", sequence_length = 32, batch_size = 128
     [train]  epochs = 40, batch_size = 8192, learning_rate = 0.01, ...
-    [sample] fanouts = [10, 10, 5], auto_edges = 200000
     [split]  method = "random", ratios = [0.8, 0.1, 0.1], seed = 0
     [eval]   ks = [10, 20], early_stop = "ndcg@20"
+    [sample] fanouts = [10, 10, 5], auto_edges = 200000
 
 An unknown section or key, a wrong type or an impossible value (NaN and infinities included)
 fails before anything runs with one sentence naming the key: each section is a `Validated`
@@ -185,9 +185,9 @@ class Config(Validated):
     model: ModelConfig = ModelConfig()
     text: TextConfig = TextConfig()
     train: TrainConfig = TrainConfig()
-    sample: SampleConfig = SampleConfig()
     split: SplitConfig = SplitConfig()
     eval: EvalConfig = EvalConfig()
+    sample: SampleConfig = SampleConfig()  # last: positional construction keeps its order
 
     @classmethod
     def key(cls, name: str) -> str:
