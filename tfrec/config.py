@@ -1,12 +1,13 @@
 """The run configuration: frozen dataclasses, one per section of a TOML config file.
 
-A config file has up to five sections, each optional, each key optional (defaults below):
+A config file has up to six sections, each optional, each key optional (defaults below):
 
     [model]  kind = "gnn", dim = 64, conv = "lightgcn", layers = 3, ...
     [text]   mode = "frozen", sequence_length = 32, batch_size = 128
     [train]  epochs = 40, batch_size = 8192, learning_rate = 0.01, ...
     [split]  method = "random", ratios = [0.8, 0.1, 0.1], seed = 0
     [eval]   ks = [10, 20], early_stop = "ndcg@20"
+    [sample] fanouts = [10, 10, 5], auto_edges = 200000
 
 An unknown section or key, a wrong type or an impossible value (NaN and infinities included)
 fails before anything runs with one sentence naming the key: each section is a `Validated`
@@ -81,7 +82,10 @@ class TrainConfig(Validated):
     a negative). With negatives = "all" every item is a candidate, the in-batch ones are masked
     and the loss is an exact softmax: there is nothing to correct. "auto" (the default) is on
     for sampled negatives and off for "all"; true together with "all" is refused.
-    weight_decay is L2 on the layer-0 states of the batch's users and items."""
+    weight_decay is L2 on the layer-0 states of the batch's users and items.
+    mode: "full" embeds the whole training graph every step; "sampled" embeds a subgraph
+    sampled around the batch's users and items ([sample], tfrec.data.sampling); "auto" samples
+    when the training interactions exceed sample.auto_edges."""
 
     epochs: int = _range(40, 1, 100000)
     batch_size: int = _range(8192, 1, 1 << 20)
@@ -101,6 +105,9 @@ class TrainConfig(Validated):
     seed: int = _range(0, 0, SEED_MAX)
     mixed_precision: bool = False
     xla: bool = False
+    mode: str = dataclasses.field(default="auto", metadata={
+        "choices": ("auto", "full", "sampled"),
+        "note": '"full" graph, "sampled" subgraphs, or "auto" (by sample.auto_edges)'})
 
     SECTION = "train"
 
@@ -121,6 +128,25 @@ class TrainConfig(Validated):
     def applies_logq(self) -> bool:
         """Whether the logQ correction is on: sampled negatives, and logq true or "auto"."""
         return self.negatives != "all" and self.logq is not False
+
+
+@dataclasses.dataclass(frozen=True)
+class SampleConfig(Validated):
+    """Subgraph sampling (train.mode "sampled", or "auto" above auto_edges training
+    interactions): TF-GNN's in-memory sampler draws, uniformly at random, up to fanouts[h] edges
+    of every edge set out of each node reached at hop h, from the batch's users and items.
+    Fewer hops than model.layers leave the outer layers only the sampled neighbourhood."""
+
+    fanouts: tuple[int, ...] = dataclasses.field(default=(10, 10, 5), metadata={
+        "range": (1, 10000, None), "note": "edges per node and edge set, one number per hop"})
+    auto_edges: int = _range(200_000, 1)
+
+    SECTION = "sample"
+
+    def check(self):
+        if not 1 <= len(self.fanouts) <= 8:
+            raise TfrecError(f"config key sample.fanouts is {list(self.fanouts)}, but it must "
+                             "list 1 to 8 hops, such as [10, 10, 5]")
 
 
 METRICS = ("recall", "ndcg", "precision", "hit", "mrr")
@@ -161,6 +187,7 @@ class Config(Validated):
     train: TrainConfig = TrainConfig()
     split: SplitConfig = SplitConfig()
     eval: EvalConfig = EvalConfig()
+    sample: SampleConfig = SampleConfig()  # last: positional construction keeps its order
 
     @classmethod
     def key(cls, name: str) -> str:

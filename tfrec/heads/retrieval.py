@@ -49,19 +49,29 @@ class RetrievalHead(tf.keras.layers.Layer):
         """[negatives] int32 positions in `candidates`, drawn uniformly with replacement."""
         return tf.random.uniform([self.negatives], 0, self.candidates.shape[0], dtype=tf.int32)
 
-    def call(self, user_emb, item_table, items):
-        """user_emb: [B, D]; item_table: [I, D] all items; items: [B] positive item rows.
+    def call(self, user_emb, item_table, items, candidates=None, item_rows=None):
+        """user_emb: [B, D]; item_table: [I, D] the items that may be scored; items: [B]
+        positive items (positions in item_table); candidates: optional [C] positions in
+        item_table of the possible negatives, replacing the constructor's (a sampled
+        subgraph's items); item_rows: optional [I] global row of each item_table position
+        (for the `sampling` frequencies; None: positions are rows).
         Returns the mean loss over the B rows."""
-        n = self.candidates.shape[0]
-        if self.negatives is None:
-            extra = tf.cast(self.candidates, items.dtype)
+        if candidates is None:
+            candidates, draw = self.candidates, self.draw_negatives
         else:
-            extra = tf.cast(tf.gather(self.candidates, self.draw_negatives()), items.dtype)
+            draw = lambda: tf.random.uniform(  # noqa: E731
+                [self.negatives], 0, tf.shape(candidates)[0], dtype=tf.int32)
+        n = candidates.shape[0]
+        n = tf.shape(candidates)[0] if n is None else n
+        if self.negatives is None:
+            extra = tf.cast(candidates, items.dtype)
+        else:
+            extra = tf.cast(tf.gather(candidates, draw()), items.dtype)
         losses = []
         for start in range(0, user_emb.shape[0], self.chunk):
             rows = slice(start, start + self.chunk)
             ids = tf.concat([items[rows], extra], axis=0)
-            size = ids.shape[0] - extra.shape[0] if extra.shape[0] is not None else None
+            size = items[rows].shape[0]  # the chunk's rows (static: B is fixed)
             probability, mask = None, None
             if self.negatives is None:  # keep each row's own positive + every candidate
                 mask = tf.concat([tf.eye(size, dtype=tf.bool),
@@ -69,8 +79,10 @@ class RetrievalHead(tf.keras.layers.Layer):
             elif self.sampling is not None:
                 # expected counts over the number of columns: TFRS clips probabilities at 1
                 slots = float(size + self.negatives)
-                in_batch = size / slots * tf.gather(self.sampling, items[rows])
-                drawn = tf.fill(tf.shape(extra), self.negatives / n / slots)
+                positives = items[rows] if item_rows is None else tf.gather(item_rows,
+                                                                            items[rows])
+                in_batch = size / slots * tf.gather(self.sampling, positives)
+                drawn = tf.fill(tf.shape(extra), self.negatives / tf.cast(n, tf.float32) / slots)
                 probability = tf.concat([in_batch, drawn], axis=0)
             with float32_layers():  # TFRS makes its accidental-hit layer here
                 losses.append(self.task(

@@ -2,7 +2,10 @@
 
     Batches (shuffled training pairs) --Trainer.step--> losses (Objective: TFRS heads)
     per epoch: steps -> refresh fine-tuned text -> validate -> checkpoint + early stop -> log
-Full-graph steps: every step embeds the whole model graph, then scores the batch's pairs.
+Each step embeds a graph, then scores the batch's pairs: the whole model graph (`FullGraph`,
+train.mode "full") or a subgraph sampled around the batch's users and items (`SampledGraph`,
+"sampled": tfrec.data.sampling; its items are the retrieval candidates). Validation, test and
+export embed the full graph.
 Early stopping on a validation metric (`eval.early_stop`; test never chooses anything), a
 checkpoint every epoch (resumable), the best one in checkpoints/best, TensorBoard, and a clean
 stop (exit 3) on a non-finite loss.
@@ -16,6 +19,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfrec.config import Config
+from tfrec.data.sampling import Subgraph, SubgraphSampler
 from tfrec.errors import TfrecError
 from tfrec.evaluate.harness import evaluate
 from tfrec.evaluate.scoring import embedding_score_fn
@@ -51,6 +55,7 @@ class FitReport:
     epochs_run: int
     epoch_seconds: float  # mean wall time of a training epoch (evaluation excluded)
     resumed_from: int  # epoch the run resumed after (0 = fresh)
+    mode: str = "full"  # the graph each step embedded: "full" or "sampled"
 
 
 def apply_precision(config: Config) -> None:
@@ -144,6 +149,38 @@ class Batches:
             yield self.users[rows], self.items[rows], self.labels[rows]
 
 
+def training_mode(prepared: Prepared, config: Config) -> str:
+    """"full" or "sampled": train.mode, "auto" resolved by the number of training interaction
+    edges against sample.auto_edges."""
+    if config.train.mode != "auto":
+        return config.train.mode
+    edges = int(prepared.model_graph.edge_sets[prepared.data.schema.interactions].total_size)
+    return "sampled" if edges > config.sample.auto_edges else "full"
+
+
+class FullGraph:
+    """Every step embeds the whole model graph: a batch's positions are its global rows and
+    the retrieval candidates are the Objective's own (every item seen in training)."""
+
+    def __init__(self, graph):
+        self.graph = graph
+
+    def batch(self, users: np.ndarray, items: np.ndarray) -> Subgraph:
+        return Subgraph(self.graph, users, items)
+
+
+class SampledGraph:
+    """Every step embeds a subgraph sampled around the batch's users and items (TF-GNN's
+    in-memory sampler, `sample.fanouts`; the batch's own edges removed)."""
+
+    def __init__(self, prepared: Prepared, config: Config):
+        self.sampler = SubgraphSampler(prepared.model_graph, prepared.data.schema,
+                                       config.sample.fanouts)
+
+    def batch(self, users: np.ndarray, items: np.ndarray) -> Subgraph:
+        return self.sampler.sample(users, items)
+
+
 class Objective:
     """The losses of a batch from the model's embeddings, each a head of its own: TFRS
     retrieval, TFRS ranking (optional), text/graph alignment (optional), L2 on layer-0 states."""
@@ -156,7 +193,8 @@ class Objective:
         if t.applies_logq:  # how often an item is a positive (drawn as an in-batch negative)
             sampling = (np.bincount(items, minlength=prepared.num_items) / len(items)
                         ).astype(np.float32)
-        seen = np.flatnonzero(np.bincount(items, minlength=prepared.num_items))
+        self.seen = np.bincount(items, minlength=prepared.num_items) > 0
+        seen = np.flatnonzero(self.seen)
         negatives = None if t.negatives == "all" else int(t.negatives)
         self.retrieval = RetrievalHead(seen, t.temperature, negatives, batches.chunk, sampling,
                                        dtype=LOSS_DTYPE)
@@ -166,12 +204,24 @@ class Objective:
             if t.align_weight > 0 and has_text else None
         self.chunk = batches.chunk
 
-    def __call__(self, e: Embeddings, u_rows, i_rows, labels) -> dict:
-        """e: embeddings of the full graph; u_rows, i_rows [B] int32; labels [B] float32.
+    def candidates(self, view: Subgraph) -> np.ndarray | None:
+        """[C] int32 positions of the items of a sampled graph that may be negatives (those
+        seen in training); None for the full graph (the retrieval head's own)."""
+        if view.item_rows is None:
+            return None
+        return np.flatnonzero(self.seen[view.item_rows]).astype(np.int32)
+
+    def __call__(self, e: Embeddings, u_rows, i_rows, labels, candidates=None,
+                 item_rows=None) -> dict:
+        """e: embeddings of the graph the step embedded; u_rows, i_rows [B] int32 positions of
+        the batch's users and items in it; labels [B] float32; candidates: [C] item positions
+        of the negatives (None: every item seen in training); item_rows: [I_g] global row of
+        each item of e (None: positions are rows).
         Returns {component: scalar}, "total" the weighted sum that is minimised."""
         t = self.config
         user_table, item_table = e.scoring()  # dot products = scores (bias included)
-        losses = {"retrieval": self.retrieval(tf.gather(user_table, u_rows), item_table, i_rows)}
+        losses = {"retrieval": self.retrieval(tf.gather(user_table, u_rows), item_table, i_rows,
+                                              candidates, item_rows)}
         total = losses["retrieval"]
         if self.ranking is not None:
             losses["ranking"] = self.ranking(tf.gather(e.user, u_rows), tf.gather(e.item, i_rows),
@@ -211,6 +261,9 @@ class Trainer:
                 config.text.learning_rate)
         self.trained = build(prepared, config, self.optimizers)
         self.objective = Objective(prepared, config, self.trained, self.batches)
+        self.mode = training_mode(prepared, config)
+        self.graphs = SampledGraph(prepared, config) if self.mode == "sampled" \
+            else FullGraph(self.trained.graph)
         self.metric = config.eval.early_stop
         ckpt = self.trained.checkpoint
         self.resume_from = run.latest_checkpoint()  # checked: TfrecError naming a damaged file
@@ -233,13 +286,20 @@ class Trainer:
         scale = t.mixed_precision
         if scale:
             optimizer = tf.keras.mixed_precision.LossScaleOptimizer(optimizer)
-        graph = self.trained.graph
+        signature = None
+        if self.mode == "sampled":  # subgraphs change size every step: one trace for all
+            b, f = self.batches.batch, self.config.text.finetune_items \
+                if self.prepared.sentence_encoder is not None else 0
+            rows = tf.TensorSpec([b], tf.int32)
+            signature = [self.trained.graph.spec.relax(num_nodes=True, num_edges=True), rows,
+                         rows, tf.TensorSpec([b], tf.float32), tf.TensorSpec([f], tf.int32),
+                         tf.TensorSpec([None], tf.int32), tf.TensorSpec([None], tf.int32)]
 
-        @tf.function(jit_compile=t.xla)
-        def step(u_rows, i_rows, labels, fresh):
+        @tf.function(jit_compile=t.xla, input_signature=signature)
+        def step(graph, u_rows, i_rows, labels, fresh, candidates, item_rows):
             with tf.GradientTape() as tape:
                 e = model.embed(graph, training=True, fresh_items=fresh)
-                losses = self.objective(e, u_rows, i_rows, labels)
+                losses = self.objective(e, u_rows, i_rows, labels, candidates, item_rows)
                 loss = optimizer.get_scaled_loss(losses["total"]) if scale else losses["total"]
             grads = tape.gradient(loss, other + text_vars)
             if scale:
@@ -278,7 +338,7 @@ class Trainer:
         bar.close()
         restore_best(self.trained, self.run)
         report = FitReport(int(ckpt.best_epoch.numpy()), float(ckpt.best.numpy()), epoch,
-                           float(np.mean(seconds)) if seconds else 0.0, resumed)
+                           float(np.mean(seconds)) if seconds else 0.0, resumed, self.mode)
         return self.trained, report
 
     def _restore(self) -> int:
@@ -298,9 +358,14 @@ class Trainer:
         rng = np.random.default_rng([self.config.train.seed, epoch, 1])
         sums: dict[str, float] = {}
         for s, (u, i, y) in enumerate(self.batches.epoch(epoch)):
-            fresh = _fresh_items(i, count, rng) if self.prepared.sentence_encoder is not None \
-                else np.zeros([0], np.int32)
-            losses = self.step(tf.constant(u), tf.constant(i), tf.constant(y), tf.constant(fresh))
+            view = self.graphs.batch(u, i)
+            fresh = _fresh_items(view.items, count, rng) \
+                if self.prepared.sentence_encoder is not None else np.zeros([0], np.int32)
+            candidates = self.objective.candidates(view)
+            losses = self.step(view.graph, tf.constant(view.users), tf.constant(view.items),
+                               tf.constant(y), tf.constant(fresh),
+                               None if candidates is None else tf.constant(candidates),
+                               None if view.item_rows is None else tf.constant(view.item_rows))
             for k, v in losses.items():
                 sums[k] = sums.get(k, 0.0) + float(v)
             if not math.isfinite(sums["total"]):

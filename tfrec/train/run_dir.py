@@ -77,6 +77,7 @@ class RunDir:
             if have.get("schema_sha256") != wanted["schema_sha256"]:
                 raise TfrecError(f"run folder {self.path} holds a run of another schema "
                                  f"({have.get('schema')}); choose a new --run-dir")
+            have = {**have, "config": _with_defaults(have.get("config"))}
             if have.get("config") != wanted["config"]:
                 diff = sorted(f"{s}.{k}" for s, v in wanted["config"].items() for k in v
                               if have.get("config", {}).get(s, {}).get(k) != v[k])
@@ -247,6 +248,16 @@ class RunDir:
         tmp = path.with_suffix(".tmp")
         tmp.write_text(json.dumps(value, indent=2) + "\n")
         tmp.replace(path)
+
+
+def _with_defaults(config):
+    """A run.json's config with the sections and keys it predates (such as train.mode and
+    [sample]) at their defaults, so an earlier run still resumes."""
+    if not isinstance(config, dict):
+        return config
+    defaults = Config().to_dict()
+    return {**defaults, **{s: {**defaults.get(s, {}), **v} if isinstance(v, dict) else v
+                           for s, v in config.items()}}
 
 
 def _checked_checkpoint(folder: Path, remove: Path) -> str | None:

@@ -1,0 +1,94 @@
+"""Sampled subgraphs (tfrec.data.sampling) on the planted graph of test_model_planted: the
+spec's fan-outs per edge set and hop, subgraphs that hold only model-graph edges whose "row"
+features name the right global nodes, and never the batch's own (user, item) edges."""
+
+import numpy as np
+import pytest
+import tensorflow_gnn as tfgnn
+from test_model_planted import planted  # noqa: F401 (a fixture)
+
+from tfrec.config import config_from_dict
+from tfrec.data.sampling import SubgraphSampler, sampling_spec
+from tfrec.train.prepare import prepare
+
+
+@pytest.fixture(scope="module")
+def prepared(planted):  # noqa: F811
+    config = config_from_dict({
+        "model": {"dim": 8, "layers": 2}, "text": {"mode": "off"},
+        "split": {"method": "files", "split_dir": str(planted / "splits")}})
+    return prepare(str(planted / "schema.pbtxt"), config, progress=False)
+
+
+def _edges(graph, name, rows_of):
+    """{(global source row, global target row)} of an edge set of `graph`."""
+    adj = graph.edge_sets[name].adjacency
+    src = rows_of(graph, adj.source_name)[adj.source.numpy()]
+    tgt = rows_of(graph, adj.target_name)[adj.target.numpy()]
+    return list(zip(src.tolist(), tgt.tolist()))
+
+
+def _rows(graph, node_set):
+    return graph.node_sets[node_set]["row"].numpy()
+
+
+def test_spec_samples_every_edge_set_out_of_each_hop_with_its_fanout(prepared):
+    schema = tfgnn.create_schema_pb_from_graph_spec(prepared.model_graph.spec)
+    spec = sampling_spec(schema, "user", [7, 3])
+    ops = {op.op_name: (op.edge_set_name, op.sample_size, list(op.input_op_names),
+                        op.strategy) for op in spec.sampling_ops}
+    uniform = tfgnn.sampler.SamplingStrategy.RANDOM_UNIFORM
+    # hop 1 from the users: their one outgoing edge set; hop 2 from the items reached: both
+    # edge sets leaving items (to users and to group entities), 3 each
+    assert ops == {"hop1.buys": ("buys", 7, ["SEED->user"], uniform),
+                   "hop2.bought_by": ("bought_by", 3, ["hop1.buys"], uniform),
+                   "hop2.in_group": ("in_group", 3, ["hop1.buys"], uniform)}
+    assert spec.seed_op.node_set_name == "user"
+
+
+@pytest.mark.slow  # ~1-2 min on a loaded 2-core machine: tracing TF-GNN's sampling models
+def test_subgraph_holds_model_edges_with_true_rows_and_never_the_batch_edges(prepared):
+    graph, schema = prepared.model_graph, prepared.data.schema
+    sampler = SubgraphSampler(graph, schema, fanouts=[4, 4])
+    users, items = prepared.split.pairs("train")
+    pick = np.random.default_rng(0).choice(len(users), 30, replace=False)
+    u, i = users[pick].astype(np.int32), items[pick].astype(np.int32)
+    sub = sampler.sample(u, i)
+
+    full_rows = lambda g, n: np.arange(g.node_sets[n].total_size)  # noqa: E731
+    batch = set(zip(u.tolist(), i.tolist()))
+    for name in graph.edge_sets:
+        full = set(_edges(graph, name, full_rows))
+        mine = _edges(sub.graph, name, _rows)
+        assert set(mine) <= full, name  # only edges of the model graph, each once
+        assert len(mine) == len(set(mine)), name
+        pairs = {(a, b) if name == "buys" else (b, a) for a, b in mine}
+        if name in ("buys", "bought_by"):
+            assert not pairs & batch, name  # the predicted edges are not in their subgraph
+    # the sample is not the whole graph, but each seed's edges are drawn (4 of its 10 buys)
+    assert len(_edges(sub.graph, "buys", _rows)) < len(_edges(graph, "buys", full_rows))
+    # positions map back to the batch's global rows
+    np.testing.assert_array_equal(_rows(sub.graph, "user")[sub.users], u)
+    np.testing.assert_array_equal(_rows(sub.graph, "item")[sub.items], i)
+    np.testing.assert_array_equal(sub.item_rows, _rows(sub.graph, "item"))
+    # features are the model graph's, gathered by row; a reverse edge comes with its edge
+    rows = _rows(sub.graph, "item")
+    np.testing.assert_array_equal(sub.graph.node_sets["item"]["id_mask"].numpy(),
+                                  graph.node_sets["item"]["id_mask"].numpy()[rows])
+    assert set(_edges(sub.graph, "bought_by", _rows)) == {
+        (b, a) for a, b in _edges(sub.graph, "buys", _rows)}
+    assert sub.graph.spec.relax(num_nodes=True, num_edges=True) == \
+        graph.spec.relax(num_nodes=True, num_edges=True)
+
+
+@pytest.mark.slow
+def test_each_seed_user_gets_its_fanout_of_training_edges(prepared):
+    """Every planted user has 10 training items; with fan-out 4 and none of its edges in the
+    batch, a seed user keeps exactly 4 of them in its subgraph (plus edges other seeds drew)."""
+    graph, schema = prepared.model_graph, prepared.data.schema
+    sampler = SubgraphSampler(graph, schema, fanouts=[4])
+    rows, eids = sampler.sampled_ids(np.array([0, 25], np.int32), np.zeros(0, np.int32))
+    buys = sampler.edges["buys"]
+    assert sorted(np.bincount(buys.source[eids["buys"]], minlength=40)[[0, 25]]) == [4, 4]
+    assert set(rows["user"].tolist()) == {0, 25}
+    assert set(rows["item"].tolist()) == set(buys.target[eids["buys"]].tolist())
