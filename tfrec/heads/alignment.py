@@ -15,7 +15,7 @@ class AlignmentHead(tf.keras.layers.Layer):
     text_only: no gradient reaches the graph embeddings; only the text projection learns."""
 
     def __init__(self, temperature: float = 0.1, text_only: bool = False, **kwargs):
-        super().__init__(**kwargs)
+        super().__init__(**{"dtype": "float32", **kwargs})  # losses in float32
         self.temperature, self.text_only = temperature, text_only
         loss = tf.keras.losses.CategoricalCrossentropy(from_logits=True)  # mean over the batch
         with float32_layers():

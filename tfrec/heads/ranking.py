@@ -35,7 +35,7 @@ class RankingHead(tf.keras.layers.Layer):
     logits (e.g. "was the event a purchase")."""
 
     def __init__(self, classification: bool, **kwargs):
-        super().__init__(**kwargs)
+        super().__init__(**{"dtype": "float32", **kwargs})  # losses in float32
         self.classification = classification
         self.scorer = PairScorer()
         loss = (tf.keras.losses.BinaryCrossentropy(from_logits=True) if classification

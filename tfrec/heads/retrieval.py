@@ -28,7 +28,7 @@ class RetrievalHead(tf.keras.layers.Layer):
 
     def __init__(self, candidates, temperature: float, negatives: int | None, chunk: int,
                  sampling=None, **kwargs):
-        super().__init__(**kwargs)
+        super().__init__(**{"dtype": "float32", **kwargs})  # losses in float32
         self.candidates = tf.constant(candidates, tf.int32)
         self.temperature, self.negatives, self.chunk = temperature, negatives, chunk
         self.sampling = None if sampling is None else tf.constant(sampling, tf.float32)

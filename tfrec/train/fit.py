@@ -31,7 +31,6 @@ from tfrec.train.prepare import Prepared
 from tfrec.train.run_dir import RunDir
 from tfrec.train.tensorboard import Board
 
-LOSS_DTYPE = "float32"  # the heads compute in float32 under mixed precision too
 
 
 class TrainingDiverged(TfrecError):
@@ -93,8 +92,7 @@ def build(prepared: Prepared, config: Config, optimizers: dict | None = None) ->
             encoder.text_table.assign(graph.node_sets[name]["text"])
     ranking = None
     if prepared.ranking_labels() is not None and config.train.ranking_weight > 0:
-        ranking = RankingHead(classification=prepared.data.schema.ranking_label[1] is not None,
-                              dtype=LOSS_DTYPE)
+        ranking = RankingHead(classification=prepared.data.schema.ranking_label[1] is not None)
         ranking.scorer((e.user[:1], e.item[:1]))
     state = dict(model=model, epoch=tf.Variable(0), best=tf.Variable(-1.0, dtype=tf.float64),
                  best_epoch=tf.Variable(0), bad_epochs=tf.Variable(0))
@@ -196,11 +194,10 @@ class Objective:
         self.seen = np.bincount(items, minlength=prepared.num_items) > 0
         seen = np.flatnonzero(self.seen)
         negatives = None if t.negatives == "all" else int(t.negatives)
-        self.retrieval = RetrievalHead(seen, t.temperature, negatives, batches.chunk, sampling,
-                                       dtype=LOSS_DTYPE)
+        self.retrieval = RetrievalHead(seen, t.temperature, negatives, batches.chunk, sampling)
         self.ranking = trained.ranking
         has_text = trained.model.encoders[prepared.spec.item_set].text is not None
-        self.align = AlignmentHead(text_only=t.align_mode == "text", dtype=LOSS_DTYPE) \
+        self.align = AlignmentHead(text_only=t.align_mode == "text") \
             if t.align_weight > 0 and has_text else None
         self.chunk = batches.chunk
 
