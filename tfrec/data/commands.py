@@ -97,17 +97,19 @@ def _build(args) -> int:
 
 
 def _sample(args) -> int:
+    import dataclasses
     import json
     from pathlib import Path
 
+    from tfrec.config import load_config
     from tfrec.data.beam_sampler import check_beam, sample_with_beam
-    from tfrec.train.commands import effective_config
     from tfrec.train.prepare import prepare
 
     if args.shards < 0:
         raise TfrecError(f"--shards {args.shards} must be 0 (the runner decides) or more")
     check_beam()
-    config = effective_config(args)
+    config = load_config(args.config)
+    config = dataclasses.replace(config, split=split_config(args, config.split))
     if config.model.kind == "popularity":
         raise TfrecError("[model] kind = \"popularity\" has no graph to sample; use a GNN or "
                          "MF config")
