@@ -28,8 +28,8 @@ def sampled(tmp_path_factory):
     prepared = prepare(str(TINY / "schema.pbtxt"), config, progress=False)
     users, items = prepared.split.pairs("train")
     out = tmp_path_factory.mktemp("beam") / "sampled"
-    info = sample_with_beam(prepared.model_graph, prepared.data.schema, users, items, out,
-                            [FANOUT], shards=2, pipeline_args=["--runner=DirectRunner"])
+    info = sample_with_beam(prepared.model_graph, prepared.data.schema, users, items,
+                            prepared.ranking_labels(), out, [FANOUT], shards=2, pipeline_args=["--runner=DirectRunner"])
     return prepared, out, info
 
 
@@ -56,12 +56,14 @@ def test_every_example_is_a_sample_of_real_edges_without_its_own(sampled):
     out_degree = {name: np.bincount(e.adjacency.source.numpy(), minlength=int(
         graph.node_sets[e.adjacency.source_name].total_size)) for name, e in graph.edge_sets.items()}
     spec = example_spec(out)
+    labels = dict(zip(zip(users.tolist(), items.tolist()), prepared.ranking_labels().tolist()))
     seen = set()
     for record in tf.data.TFRecordDataset(sample_files(out)):
         g = tfgnn.parse_single_example(spec, record)
         u = int(g.node_sets["user"]["row"][g.edge_sets["_readout/source"].adjacency.source[0]])
         i = int(g.node_sets["item"]["row"][g.edge_sets["_readout/target"].adjacency.source[0]])
         seen.add((u, i))
+        assert g.node_sets["_readout"]["label"].numpy().tolist() == [labels[u, i]]  # its rating
         for name in graph.edge_sets:
             edges = _pairs(g, name)
             # real edges of the model graph: its endpoints are those of the edge it names
@@ -84,25 +86,27 @@ def test_read_sampled_gives_model_graph_batches(sampled):
     batches = list(read_sampled(out, graph.spec, "user", "item", batch_size=4))
     assert len(batches) == len(prepared.split.pairs("train")[0]) // 4  # partial batch dropped
     relaxed = graph.spec.relax(num_nodes=True, num_edges=True)
-    for g, users, items, item_rows in batches:
+    for g, users, items, item_rows, labels in batches:
         assert g.spec.relax(num_nodes=True, num_edges=True) == relaxed
-        assert users.shape == items.shape == (4,)
+        assert users.shape == items.shape == labels.shape == (4,)
         np.testing.assert_array_equal(item_rows, g.node_sets["item"]["row"])
         rows = g.node_sets["item"]["row"].numpy()  # features are the model graph's, by row
         np.testing.assert_array_equal(g.node_sets["item"]["numeric"].numpy(),
                                       graph.node_sets["item"]["numeric"].numpy()[rows])
 
 
-def _example(user_rows, item_rows, rates, user, item):
+def _example(user_rows, item_rows, rates, user, item, label):
     """A serialized link subgraph as the Beam sampler writes it: nodes with "#id" and "row"
-    (int64), "rates" edges (positions) with "eid" and the scalar columns efeat.0, efeat.1."""
+    (int64), "rates" edges (positions) with "eid" and the scalar columns efeat.0, efeat.1,
+    the "_readout" node with the pair's label."""
     nodes = lambda rows: tfgnn.NodeSet.from_fields(sizes=[len(rows)], features={  # noqa: E731
         "#id": tf.constant([str(r).encode() for r in rows]),
         "row": tf.constant(rows, tf.int64)})
     src, tgt = zip(*rates)
     graph = tfgnn.GraphTensor.from_pieces(
         node_sets={"user": nodes(user_rows), "item": nodes(item_rows),
-                   "_readout": tfgnn.NodeSet.from_fields(sizes=[1], features={})},
+                   "_readout": tfgnn.NodeSet.from_fields(sizes=[1], features={
+                       "label": tf.constant([label])})},
         edge_sets={
             "rates": tfgnn.EdgeSet.from_fields(
                 sizes=[len(rates)], adjacency=tfgnn.Adjacency.from_indices(
@@ -123,8 +127,8 @@ def test_to_model_graph_by_hand():
     """Two examples: users [5, 9] items [2] rates (0->0, 1->0), pair (user 1, item 0); users
     [3] items [4, 6] rates (0->1), pair (user 0, item 1). Side by side in one component, the
     second example's positions shift by the first's node counts: users 2 + 0, items 1 + 1."""
-    g1, s1 = _example([5, 9], [2], [(0, 0), (1, 0)], user=1, item=0)
-    g2, s2 = _example([3], [4, 6], [(0, 1)], user=0, item=1)
+    g1, s1 = _example([5, 9], [2], [(0, 0), (1, 0)], user=1, item=0, label=4.0)
+    _, s2 = _example([3], [4, 6], [(0, 1)], user=0, item=1, label=2.0)
     model_spec = tfgnn.GraphTensor.from_pieces(
         node_sets={n: tfgnn.NodeSet.from_fields(sizes=[1], features={"row": tf.constant(
             [0], tf.int32)}) for n in ("user", "item")},
@@ -133,10 +137,11 @@ def test_to_model_graph_by_hand():
             features={"efeat": tf.zeros([1, 2])})}).spec
     spec = g1.spec.relax(num_nodes=True, num_edges=True)
     parsed = tfgnn.parse_example(spec, tf.constant([s1, s2]))
-    graph, users, items, item_rows = to_model_graph(parsed, model_spec, "user", "item")
+    graph, users, items, item_rows, labels = to_model_graph(parsed, model_spec, "user", "item")
     assert graph.spec.relax(num_nodes=True, num_edges=True) == model_spec.relax(
         num_nodes=True, num_edges=True)
     assert users.numpy().tolist() == [1, 2] and items.numpy().tolist() == [0, 2]
+    assert labels.numpy().tolist() == [4.0, 2.0]
     assert graph.node_sets["user"]["row"].numpy().tolist() == [5, 9, 3]
     assert item_rows.numpy().tolist() == [2, 4, 6] and item_rows.dtype == tf.int32
     adj = graph.edge_sets["rates"].adjacency

@@ -44,7 +44,8 @@ def _rows(path):
 
 
 def test_tables_hold_the_rows_by_hand(graph, tmp_path):
-    counts = write_unigraph(graph, np.array([0, 1]), np.array([1, 2]), tmp_path)
+    counts = write_unigraph(graph, np.array([0, 1]), np.array([1, 2]), np.array([4.0, 2.0]),
+                            tmp_path)
     assert counts == {"nodes.user": 2, "nodes.item": 3, "edges.rates": 2, "edges.rated_by": 2,
                       "seeds": 2}
     assert _rows(tmp_path / "nodes.user.tfrecord") == [{"#id": [b"0"], "row": [0]},
@@ -58,14 +59,15 @@ def test_tables_hold_the_rows_by_hand(graph, tmp_path):
          "efeat.1": [-1.0]}]
     assert _rows(tmp_path / "edges.rated_by.tfrecord")[1] == {
         "#source": [b"2"], "#target": [b"1"], "eid": [1], "efeat.0": [pytest.approx(0.7)]}
-    assert _rows(tmp_path / "seeds.tfrecord") == [{"#source": [b"0"], "#target": [b"1"]},
-                                                  {"#source": [b"1"], "#target": [b"2"]}]
+    assert _rows(tmp_path / "seeds.tfrecord") == [
+        {"#source": [b"0"], "#target": [b"1"], "label": [4.0]},
+        {"#source": [b"1"], "#target": [b"2"], "label": [2.0]}]
 
 
 def test_schema_is_read_by_tfgnn_unigraph_with_absolute_tables(graph, tmp_path):
     from tensorflow_gnn.data import unigraph
 
-    write_unigraph(graph, np.array([0]), np.array([1]), tmp_path / "g")
+    write_unigraph(graph, np.array([0]), np.array([1]), np.array([1.0]), tmp_path / "g")
     schema = unigraph.read_schema(str((tmp_path / "g" / "schema.pbtxt").resolve()))
     assert schema.edge_sets["rates"].metadata.filename == str(
         (tmp_path / "g" / "edges.rates.tfrecord").resolve())

@@ -7,9 +7,10 @@
         node features cast to the model spec's dtypes, edge features stacked back from their
         scalar columns ("efeat.0", ... -> "efeat" [E, 1 + F]); "#id", "eid" and the "_readout"
         sets dropped
-      --> (graph, users [B], items [B], item_rows [I_g]): positions of each pair's user and
-          item in `graph` (from the "_readout/source" and "_readout/target" edges) and the
-          global row of each item node, the fields of tfrec.data.sampling.Subgraph
+      --> (graph, users [B], items [B], item_rows [I_g], labels [B]): positions of each
+          pair's user and item in `graph` (from the "_readout/source" and "_readout/target"
+          edges), the global row of each item node (the fields of
+          tfrec.data.sampling.Subgraph) and each pair's ranking label (the "_readout" node's)
 """
 
 from pathlib import Path
@@ -43,7 +44,7 @@ def sample_files(folder: str | Path) -> list[str]:
 
 def to_model_graph(graph, graph_spec, user_set: str, item_set: str):
     """A parsed batch of link subgraphs (a GraphTensor [B]) -> (graph, users, items,
-    item_rows) as in the module docstring. graph_spec: the model graph's GraphTensorSpec
+    item_rows, labels) as in the module docstring. graph_spec: the model graph's GraphTensorSpec
     (node sets, edge sets and features to keep, with their dtypes)."""
     import tensorflow as tf
     import tensorflow_gnn as tfgnn
@@ -74,14 +75,15 @@ def to_model_graph(graph, graph_spec, user_set: str, item_set: str):
                 (spec.adjacency_spec.target_name, edges.adjacency.target)),
             features=features)
     out = tfgnn.GraphTensor.from_pieces(node_sets=node_sets, edge_sets=edge_sets)
-    return out, users, items, node_sets[item_set]["row"]
+    labels = tf.reshape(graph.node_sets["_readout"]["label"], [-1])
+    return out, users, items, node_sets[item_set]["row"], labels
 
 
 def read_sampled(folder: str | Path, graph_spec, user_set: str, item_set: str, *,
                  batch_size: int, shuffle: int = 0, seed: int = 0):
     """The tf.data.Dataset of training batches of `folder` (see the module docstring): each
-    element (graph, users [B] int32, items [B] int32, item_rows [I_g] int32), `graph` of
-    `graph_spec` with relaxed sizes and one component. shuffle: buffer of examples shuffled
+    element (graph, users [B] int32, items [B] int32, item_rows [I_g] int32, labels [B]
+    float32), `graph` of `graph_spec` with relaxed sizes and one component. shuffle: buffer of examples shuffled
     (with `seed`) before batching (0 = file order); the last partial batch is dropped."""
     import tensorflow as tf
     import tensorflow_gnn as tfgnn

@@ -81,6 +81,8 @@ def sampling_model(graph_schema, link: LinkSets, fanouts):
 
     seeds = {role: tf.keras.Input(type_spec=tf.RaggedTensorSpec([None, None], tf.string, 1),
                                   name=f"Seed{role.title()}") for role in ("user", "item")}
+    label = tf.keras.Input(type_spec=tf.RaggedTensorSpec([None, None], tf.float32, 1),
+                           name="SeedLabel")
     roots = {"user": link.user_set, "item": link.item_set}
     edge_sets: dict[str, list] = {}
     for role, seed in seeds.items():
@@ -104,14 +106,15 @@ def sampling_model(graph_schema, link: LinkSets, fanouts):
         features[name] = {**accessor(nodes["#id"]), "#id": nodes["#id"]}
     graph = graph.replace_features(node_sets=features)
     out = _link_layer()(link.user_set, link.item_set, link.interaction_sets)(
-        [graph, seeds["user"].flat_values, seeds["item"].flat_values])
-    return tf.keras.Model(seeds, out), feeds
+        [graph, seeds["user"].flat_values, seeds["item"].flat_values, label.flat_values])
+    return tf.keras.Model({"SeedUser": seeds["user"], "SeedItem": seeds["item"],
+                           "SeedLabel": label}, out), feeds
 
 
 def _link_layer():
     """The Keras layer class that finishes each link subgraph of a batch: TF-GNN's link
-    readout (a "_readout" node, "_readout/source" from the user seed, "_readout/target" from
-    the item seed), then the edges between the pair's user and item dropped from the
+    readout (a "_readout" node with the pair's "label" [1] float32 (its ranking label),
+    "_readout/source" from the user seed, "_readout/target" from the item seed), then the edges between the pair's user and item dropped from the
     interaction edge sets (a layer with a config, not a Lambda: the sampling program's stage
     models are saved). Defined on first use: importing this module does not import TF."""
     import tensorflow as tf
@@ -129,15 +132,26 @@ def _link_layer():
                     "item_set": self.item_set, "interaction_sets": self.interaction_sets}
 
         def call(self, inputs):
-            graphs, users, items = inputs  # GraphTensor [B], [B] user ids, [B] item ids
+            graphs, users, items, labels = inputs  # GraphTensor [B]; ids [B]; labels [B]
             spec = link_samplers._add_readout_to_spec(  # noqa: SLF001 (TF-GNN's helper)
                 graphs.spec._unbatch().relax(num_nodes=True, num_edges=True),  # noqa: SLF001
                 self.user_set, self.item_set)
-            return tf.map_fn(self._one, (graphs, users, items), fn_output_signature=spec)
+            readout = tfgnn.NodeSetSpec.from_field_specs(
+                features_spec={"label": tf.TensorSpec([1], tf.float32)},
+                sizes_spec=spec.node_sets_spec["_readout"].sizes_spec)
+            spec = tfgnn.GraphTensorSpec.from_piece_specs(
+                context_spec=spec.context_spec, edge_sets_spec=spec.edge_sets_spec,
+                node_sets_spec={**spec.node_sets_spec, "_readout": readout})
+            return tf.map_fn(self._one, (graphs, users, items, labels),
+                             fn_output_signature=spec)
 
         def _one(self, args):
-            graph = link_samplers.add_readout(*args, source_node_set_name=self.user_set,
+            graph, user_id, item_id, label = args
+            graph = link_samplers.add_readout(graph, user_id, item_id,
+                                              source_node_set_name=self.user_set,
                                               target_node_set_name=self.item_set)
+            graph = graph.replace_features(node_sets={"_readout": {"label": tf.reshape(
+                label, [1])}})
             user = graph.edge_sets["_readout/source"].adjacency.source[0]
             item = graph.edge_sets["_readout/target"].adjacency.source[0]
             edge_sets = dict(graph.edge_sets)
@@ -171,14 +185,15 @@ def check_beam() -> None:
 
 
 def seed_values(example) -> tuple[bytes, tuple]:
-    """A seeds-table tf.Example -> (example key, (user seed, item seed)) in the executor's
-    value format: a ragged [1, 1] string tensor as [flat values, row lengths]."""
+    """A seeds-table tf.Example -> (example key, (user, item, label)) in the executor's value
+    format: each a ragged [1, 1] tensor as [flat values, row lengths]."""
     import numpy as np
 
-    ids = [example.features.feature[k].bytes_list.value[0] for k in ("#source", "#target")]
-    key = b"u" + ids[0] + b":i" + ids[1]
-    return key, tuple([[np.array([i], dtype=object), np.array([1], dtype=np.int64)]]
-                      for i in ids)
+    f = example.features.feature
+    ids = [f[k].bytes_list.value[0] for k in ("#source", "#target")]
+    values = [np.array([i], dtype=object) for i in ids]
+    values.append(np.array(f["label"].float_list.value[:1], dtype=np.float32))
+    return b"u" + ids[0] + b":i" + ids[1], tuple([v, np.array([1], np.int64)] for v in values)
 
 
 def run(unigraph: Path, out: Path, link: LinkSets, fanouts, *, shards: int = 0,
@@ -222,8 +237,8 @@ def run(unigraph: Path, out: Path, link: LinkSets, fanouts, *, shards: int = 0,
     feeds = {**tables, **{layer: tables[name] for layer, name in feed_names.items()}}
     seeds = (root | "ReadSeeds" >> unigraph_io.ReadTable(str(unigraph / "seeds.tfrecord"))
              | "SeedValues" >> beam.Map(seed_values))
-    inputs = {"SeedUser": seeds | "UserSeeds" >> beam.MapTuple(lambda k, v: (k, v[0])),
-              "SeedItem": seeds | "ItemSeeds" >> beam.MapTuple(lambda k, v: (k, v[1]))}
+    inputs = {name: seeds | f"{name}s" >> beam.MapTuple(lambda k, v, i=i: (k, v[i]))
+              for i, name in enumerate(("SeedUser", "SeedItem", "SeedLabel"))}
     examples = executor_lib.execute(program, inputs, feeds=feeds,
                                     artifacts_path=str(out / "artifacts"))
     _ = (examples | "DropKeys" >> beam.Values()
@@ -238,10 +253,10 @@ def run(unigraph: Path, out: Path, link: LinkSets, fanouts, *, shards: int = 0,
                         "pipeline": round(time.perf_counter() - start - program_seconds, 1)}}
 
 
-def sample_with_beam(graph, schema: Schema, users, items, out: str | Path, fanouts, *,
-                     shards: int = 0, pipeline_args=()) -> dict:
-    """`tfrec data sample`: link subgraphs of the training pairs (`users`, `items`: [P] rows)
-    of the model graph `graph`, sampled with Beam into the folder `out` (written whole or not
+def sample_with_beam(graph, schema: Schema, users, items, labels, out: str | Path, fanouts,
+                     *, shards: int = 0, pipeline_args=()) -> dict:
+    """`tfrec data sample`: link subgraphs of the training pairs (`users`, `items`: [P] rows,
+    `labels`: [P] float32 ranking labels) of the model graph `graph`, sampled with Beam into the folder `out` (written whole or not
     at all). Stages: the unigraph tables (out/graph/, tfrec.data.beam_tables) -> the sampling
     model and program (the [sample] fanouts' SamplingSpec rooted at users and at items) ->
     the Beam pipeline (out/artifacts/, out/samples/) -> out/sampled.json, the summary
@@ -256,7 +271,7 @@ def sample_with_beam(graph, schema: Schema, users, items, out: str | Path, fanou
                           or schema.edge_sets[n].reverse_of == schema.interactions))
     with atomic_dir(out) as tmp:
         start = time.perf_counter()
-        tables = write_unigraph(graph, users, items, tmp / "graph")
+        tables = write_unigraph(graph, users, items, labels, tmp / "graph")
         tables_seconds = time.perf_counter() - start
         sampled = run(tmp / "graph", tmp, link, fanouts, shards=shards,
                       pipeline_args=pipeline_args)

@@ -12,7 +12,7 @@
                                   endpoints' "#id"), "eid" (the edge's index in its edge set)
                                   and "efeat"
           DIR/seeds.tfrecord      one tf.Example per training pair: "#source" (user "#id"),
-                                  "#target" (item "#id")
+                                  "#target" (item "#id"), "label" (its ranking label)
 
 A node's "#id" is its global row, so a sampled node is found again by its row (the "row"
 feature carries it as a number too). tf.Example holds int64, float32 and bytes only: int32
@@ -96,9 +96,10 @@ def unigraph_schema(graph):
     return schema
 
 
-def write_unigraph(graph, users: np.ndarray, items: np.ndarray, folder: str | Path) -> dict:
+def write_unigraph(graph, users: np.ndarray, items: np.ndarray, labels: np.ndarray,
+                   folder: str | Path) -> dict:
     """Writes the tables of the module docstring for the model graph `graph` and the training
-    pairs `users`, `items` ([P] rows) into `folder` (created if need be); returns the number of
+    pairs `users`, `items` ([P] rows) with their ranking `labels` ([P] float32) into `folder` (created if need be); returns the number of
     rows of each table ("nodes.<set>", "edges.<set>", "seeds")."""
     from google.protobuf import text_format
 
@@ -117,7 +118,8 @@ def write_unigraph(graph, users: np.ndarray, items: np.ndarray, folder: str | Pa
         columns.update(split_columns({f: v.numpy() for f, v in edges.features.items()}))
         counts[f"edges.{name}"] = _write(folder / f"edges.{name}.tfrecord", columns)
     counts["seeds"] = _write(folder / "seeds.tfrecord",
-                             {"#source": _ids(users), "#target": _ids(items)})
+                             {"#source": _ids(users), "#target": _ids(items),
+                              "label": np.asarray(labels, np.float32)})
     schema = unigraph_schema(graph)
     for name in graph.edge_sets:
         features = schema.edge_sets[name].features

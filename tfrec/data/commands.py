@@ -101,6 +101,8 @@ def _sample(args) -> int:
     import json
     from pathlib import Path
 
+    import numpy as np
+
     from tfrec.config import load_config
     from tfrec.data.beam_sampler import check_beam, sample_with_beam
     from tfrec.train.prepare import prepare
@@ -116,8 +118,10 @@ def _sample(args) -> int:
     prepared = prepare(args.schema, config)
     users, items = prepared.split.pairs("train")
     out = Path(args.out or Path("build") / f"{Path(args.schema).stem}-sampled")
-    info = sample_with_beam(prepared.model_graph, prepared.data.schema, users, items, out,
-                            config.sample.fanouts, shards=args.shards,
+    labels = prepared.ranking_labels()
+    labels = np.zeros(len(users), np.float32) if labels is None else labels
+    info = sample_with_beam(prepared.model_graph, prepared.data.schema, users, items, labels,
+                            out, config.sample.fanouts, shards=args.shards,
                             pipeline_args=[f"--runner={args.runner}", *args.beam_args])
     print(json.dumps(info, indent=2))
     print(f"\nwrote {out}/ (graph/ tables, samples/ examples + schema, sampled.json)")
