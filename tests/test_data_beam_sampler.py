@@ -30,7 +30,7 @@ def sampled(tmp_path_factory):
     out = tmp_path_factory.mktemp("beam") / "sampled"
     info = sample_with_beam(prepared.model_graph, prepared.data.schema, users, items,
                             prepared.ranking_labels(), out, [FANOUT], shards=2, pipeline_args=["--runner=DirectRunner"])
-    return prepared, out, info
+    return prepared, out, info, config
 
 
 def _pairs(graph, name):
@@ -43,7 +43,7 @@ def _pairs(graph, name):
 
 @pytest.mark.slow  # Beam's DirectRunner: 2-5 minutes, mostly start-up
 def test_every_example_is_a_sample_of_real_edges_without_its_own(sampled):
-    prepared, out, info = sampled
+    prepared, out, info, _ = sampled
     graph = prepared.model_graph
     users, items = prepared.split.pairs("train")
     assert info["examples"] == len(users) == info["tables"]["seeds"]
@@ -80,9 +80,13 @@ def test_every_example_is_a_sample_of_real_edges_without_its_own(sampled):
 
 
 @pytest.mark.slow
-def test_read_sampled_gives_model_graph_batches(sampled):
-    prepared, out, _ = sampled
+def test_read_sampled_gives_model_graph_batches_the_model_embeds(sampled):
+    from tfrec.model.recommender import GraphRecommender, resolved
+
+    prepared, out, _, config = sampled
     graph = prepared.model_graph
+    model = GraphRecommender(prepared.spec, resolved(config.model))
+    full = model.embed(graph)
     batches = list(read_sampled(out, graph.spec, "user", "item", batch_size=4))
     assert len(batches) == len(prepared.split.pairs("train")[0]) // 4  # partial batch dropped
     relaxed = graph.spec.relax(num_nodes=True, num_edges=True)
@@ -93,6 +97,12 @@ def test_read_sampled_gives_model_graph_batches(sampled):
         rows = g.node_sets["item"]["row"].numpy()  # features are the model graph's, by row
         np.testing.assert_array_equal(g.node_sets["item"]["numeric"].numpy(),
                                       graph.node_sets["item"]["numeric"].numpy()[rows])
+        # the same model embeds the batch: its layer-0 states are the full graph's, by row
+        e = model.embed(g)
+        user_rows = tf.gather(g.node_sets["user"]["row"], users)
+        np.testing.assert_allclose(tf.gather(e.user_h0, users), tf.gather(full.user_h0,
+                                                                           user_rows), atol=1e-6)
+        np.testing.assert_allclose(e.item_h0, tf.gather(full.item_h0, item_rows), atol=1e-6)
 
 
 def _example(user_rows, item_rows, rates, user, item, label):
