@@ -182,3 +182,20 @@ def test_sample_command_bad_input_is_one_sentence(tiny, tmp_path, capsys, flags,
     err = capsys.readouterr().err
     assert err.startswith("tfrec: error: ") and words in err and "Traceback" not in err
     assert not out.exists()
+
+
+def test_seed_values_are_executor_inputs():
+    """A seeds row (#source "3", #target "7", label 4) -> one value list per model input, each
+    [[flat values [1], row lengths [1]]]: a ragged [1, 1] tensor, as TF-GNN's read_seeds."""
+    from tfrec.data.beam_sampler import seed_values
+
+    example = tf.train.Example()
+    example.features.feature["#source"].bytes_list.value.append(b"3")
+    example.features.feature["#target"].bytes_list.value.append(b"7")
+    example.features.feature["label"].float_list.value.append(4.0)
+    key, (user, item, label) = seed_values(example)
+    assert key == b"u3:i7"
+    for values, flat in ((user, [b"3"]), (item, [b"7"]), (label, [4.0])):
+        [[v, lengths]] = values
+        assert v.tolist() == flat and lengths.tolist() == [1]
+    assert label[0][0].dtype == np.float32

@@ -186,14 +186,14 @@ def check_beam() -> None:
 
 def seed_values(example) -> tuple[bytes, tuple]:
     """A seeds-table tf.Example -> (example key, (user, item, label)) in the executor's value
-    format: each a ragged [1, 1] tensor as [flat values, row lengths]."""
+    format: each a list of one ragged [1, 1] tensor, [[flat values, row lengths]]."""
     import numpy as np
 
     f = example.features.feature
     ids = [f[k].bytes_list.value[0] for k in ("#source", "#target")]
     values = [np.array([i], dtype=object) for i in ids]
     values.append(np.array(f["label"].float_list.value[:1], dtype=np.float32))
-    return b"u" + ids[0] + b":i" + ids[1], tuple([v, np.array([1], np.int64)] for v in values)
+    return b"u" + ids[0] + b":i" + ids[1], tuple([[v, np.array([1], np.int64)]] for v in values)
 
 
 def run(unigraph: Path, out: Path, link: LinkSets, fanouts, *, shards: int = 0,
@@ -237,8 +237,9 @@ def run(unigraph: Path, out: Path, link: LinkSets, fanouts, *, shards: int = 0,
     feeds = {**tables, **{layer: tables[name] for layer, name in feed_names.items()}}
     seeds = (root | "ReadSeeds" >> unigraph_io.ReadTable(str(unigraph / "seeds.tfrecord"))
              | "SeedValues" >> beam.Map(seed_values))
-    inputs = {name: seeds | f"{name}s" >> beam.MapTuple(lambda k, v, i=i: (k, v[i]))
-              for i, name in enumerate(("SeedUser", "SeedItem", "SeedLabel"))}
+    inputs = {"SeedUser": seeds | "UserSeeds" >> beam.MapTuple(lambda k, v: (k, v[0])),
+              "SeedItem": seeds | "ItemSeeds" >> beam.MapTuple(lambda k, v: (k, v[1])),
+              "SeedLabel": seeds | "Labels" >> beam.MapTuple(lambda k, v: (k, v[2]))}
     examples = executor_lib.execute(program, inputs, feeds=feeds,
                                     artifacts_path=str(out / "artifacts"))
     _ = (examples | "DropKeys" >> beam.Values()
