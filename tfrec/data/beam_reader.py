@@ -15,26 +15,24 @@
 
 from pathlib import Path
 
+from tfrec.errors import TfrecError
+from tfrec.paths import read_text
+
 SAMPLES = "samples"  # the folder of DIR that holds the examples and their schema
 
 
 def example_spec(folder: str | Path):
     """The GraphTensorSpec of one example of `folder` (a `tfrec data sample --out` folder)."""
     import tensorflow_gnn as tfgnn
-
-    from tfrec.paths import read_text
-
-    path = Path(folder) / SAMPLES / "schema.pbtxt"
     from google.protobuf import text_format
 
+    path = Path(folder) / SAMPLES / "schema.pbtxt"
     schema = text_format.Parse(read_text(path, "sampled-graph schema"), tfgnn.GraphSchema())
     return tfgnn.create_graph_spec_from_schema_pb(schema)
 
 
 def sample_files(folder: str | Path) -> list[str]:
     """The example shards of `folder`, sorted; TfrecError if there are none."""
-    from tfrec.errors import TfrecError
-
     files = sorted(str(p) for p in (Path(folder) / SAMPLES).glob("examples.tfrecord-*"))
     if not files:
         raise TfrecError(f"{Path(folder) / SAMPLES} holds no examples.tfrecord-* shards: run "
