@@ -29,7 +29,8 @@ def sampled(tmp_path_factory):
     users, items = prepared.split.pairs("train")
     out = tmp_path_factory.mktemp("beam") / "sampled"
     info = sample_with_beam(prepared.model_graph, prepared.data.schema, users, items,
-                            prepared.ranking_labels(), out, [FANOUT], shards=2, pipeline_args=["--runner=DirectRunner"])
+                            prepared.ranking_labels(), out, [FANOUT], shards=2,
+                            pipeline_args=["--runner=DirectRunner"])
     return prepared, out, info, config
 
 
@@ -54,7 +55,8 @@ def test_every_example_is_a_sample_of_real_edges_without_its_own(sampled):
         src, tgt = e.adjacency.source.numpy(), e.adjacency.target.numpy()
         full[name] = {k: (int(a), int(b)) for k, (a, b) in enumerate(zip(src, tgt))}
     out_degree = {name: np.bincount(e.adjacency.source.numpy(), minlength=int(
-        graph.node_sets[e.adjacency.source_name].total_size)) for name, e in graph.edge_sets.items()}
+        graph.node_sets[e.adjacency.source_name].total_size))
+        for name, e in graph.edge_sets.items()}
     spec = example_spec(out)
     labels = dict(zip(zip(users.tolist(), items.tolist()), prepared.ranking_labels().tolist()))
     seen = set()

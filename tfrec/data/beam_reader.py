@@ -81,8 +81,9 @@ def read_sampled(folder: str | Path, graph_spec, user_set: str, item_set: str, *
                  batch_size: int, shuffle: int = 0, seed: int = 0):
     """The tf.data.Dataset of training batches of `folder` (see the module docstring): each
     element (graph, users [B] int32, items [B] int32, item_rows [I_g] int32, labels [B]
-    float32), `graph` of `graph_spec` with relaxed sizes and one component. shuffle: buffer of examples shuffled
-    (with `seed`) before batching (0 = file order); the last partial batch is dropped."""
+    float32), `graph` of `graph_spec` with relaxed sizes and one component. shuffle: buffer
+    of examples shuffled (with `seed`) before batching (0 = file order); the last partial
+    batch is dropped."""
     import tensorflow as tf
     import tensorflow_gnn as tfgnn
 

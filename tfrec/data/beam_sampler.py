@@ -50,14 +50,15 @@ def _tensor_spec(feature, outer=(None,)):
 
 def sampling_model(graph_schema, link: LinkSets, fanouts):
     """(Keras model, {sampling layer name: feed name}) for `graph_schema` (the unigraph schema
-    of tfrec.data.beam_tables). The model maps {"SeedUser", "SeedItem"} (ragged [B, 1] string
-    "#id"s of the pairs) to a GraphTensor [B] of link subgraphs (module docstring); the feed
+    of tfrec.data.beam_tables). The model maps {"SeedUser", "SeedItem": ragged [B, 1] string
+    "#id"s of the pairs, "SeedLabel": ragged [B, 1] float32 their labels} to a GraphTensor [B]
+    of link subgraphs (module docstring); the feed
     names are the keys TF-GNN's ReadAndConvertUnigraph gives the tables ("nodes/<set>",
     "edges/<set>")."""
     import tensorflow as tf
     import tensorflow_gnn as tfgnn
     from tensorflow_gnn.experimental import sampler
-    from tensorflow_gnn.experimental.sampler import core, link_samplers, subgraph_pipeline
+    from tensorflow_gnn.experimental.sampler import core, subgraph_pipeline
 
     from tfrec.data.sampling import sampling_spec
 
@@ -114,9 +115,10 @@ def sampling_model(graph_schema, link: LinkSets, fanouts):
 def _link_layer():
     """The Keras layer class that finishes each link subgraph of a batch: TF-GNN's link
     readout (a "_readout" node with the pair's "label" [1] float32 (its ranking label),
-    "_readout/source" from the user seed, "_readout/target" from the item seed), then the edges between the pair's user and item dropped from the
-    interaction edge sets (a layer with a config, not a Lambda: the sampling program's stage
-    models are saved). Defined on first use: importing this module does not import TF."""
+    "_readout/source" from the user seed, "_readout/target" from the item seed), then the
+    edges between the pair's user and item dropped from the interaction edge sets (a layer
+    with a config, not a Lambda: the sampling program's stage models are saved). Defined on
+    first use: importing this module does not import TF."""
     import tensorflow as tf
     import tensorflow_gnn as tfgnn
     from tensorflow_gnn.experimental.sampler import link_samplers
@@ -257,11 +259,12 @@ def run(unigraph: Path, out: Path, link: LinkSets, fanouts, *, shards: int = 0,
 def sample_with_beam(graph, schema: Schema, users, items, labels, out: str | Path, fanouts,
                      *, shards: int = 0, pipeline_args=()) -> dict:
     """`tfrec data sample`: link subgraphs of the training pairs (`users`, `items`: [P] rows,
-    `labels`: [P] float32 ranking labels) of the model graph `graph`, sampled with Beam into the folder `out` (written whole or not
-    at all). Stages: the unigraph tables (out/graph/, tfrec.data.beam_tables) -> the sampling
-    model and program (the [sample] fanouts' SamplingSpec rooted at users and at items) ->
-    the Beam pipeline (out/artifacts/, out/samples/) -> out/sampled.json, the summary
-    returned (table rows, examples, seconds, the Beam flags)."""
+    `labels`: [P] float32 ranking labels) of the model graph `graph`, sampled with Beam into
+    the folder `out` (written whole or not at all). Stages: the unigraph tables (out/graph/,
+    tfrec.data.beam_tables) -> the sampling model and program (the [sample] fanouts'
+    SamplingSpec rooted at users and at items) -> the Beam pipeline (out/artifacts/,
+    out/samples/) -> out/sampled.json, the summary returned (table rows, examples, seconds,
+    the Beam flags)."""
     import json
     import time
 

@@ -99,8 +99,9 @@ def unigraph_schema(graph):
 def write_unigraph(graph, users: np.ndarray, items: np.ndarray, labels: np.ndarray,
                    folder: str | Path) -> dict:
     """Writes the tables of the module docstring for the model graph `graph` and the training
-    pairs `users`, `items` ([P] rows) with their ranking `labels` ([P] float32) into `folder` (created if need be); returns the number of
-    rows of each table ("nodes.<set>", "edges.<set>", "seeds")."""
+    pairs `users`, `items` ([P] rows) with their ranking `labels` ([P] float32) into `folder`
+    (created if need be); returns the number of rows of each table ("nodes.<set>",
+    "edges.<set>", "seeds")."""
     from google.protobuf import text_format
 
     folder = Path(folder)
