@@ -201,3 +201,14 @@ def test_seed_values_are_executor_inputs():
         [[v, lengths]] = values
         assert v.tolist() == flat and lengths.tolist() == [1]
     assert label[0][0].dtype == np.float32
+
+
+def test_missing_beam_extra_is_one_sentence(monkeypatch):
+    import sys
+
+    from tfrec.data.beam_sampler import check_beam
+
+    monkeypatch.setitem(sys.modules, "crcmod", None)  # `import crcmod` fails
+    with pytest.raises(TfrecError, match=r"sampling with Beam needs crcmod: pip install -e "
+                       r"'\.\[beam\]'"):
+        check_beam()
