@@ -23,11 +23,14 @@ in-memory sampler's union, a sampled edge does not bring its reverse (the revers
 features are in another table, which a per-example stage cannot read without another join).
 """
 
+import contextlib
 import dataclasses
+import logging
 from pathlib import Path
 
 from tfrec.data.beam_tables import write_unigraph
 from tfrec.schema import Schema
+from tfrec.tf_setup import debug
 
 
 @dataclasses.dataclass(frozen=True)
@@ -221,39 +224,56 @@ def run(unigraph: Path, out: Path, link: LinkSets, fanouts, *, shards: int = 0,
     from tensorflow_gnn.experimental.sampler.beam import executor_lib, unigraph_utils
 
     start = time.perf_counter()
-    unigraph = unigraph.resolve()  # unigraph.read_schema joins a relative folder twice
-    graph_schema = unigraph_io.read_schema(str(unigraph / "schema.pbtxt"))
-    model, feed_names = sampling_model(graph_schema, link, fanouts)
-    program, artifacts = sampler.create_program(model)
-    for layer, stage_model in artifacts.models.items():
-        sampler.save_model(stage_model, str(out / "artifacts" / layer))
-    spec = model.output.spec._unbatch()  # noqa: SLF001
-    (out / "samples").mkdir(parents=True, exist_ok=True)
-    (out / "samples" / "schema.pbtxt").write_text(
-        text_format.MessageToString(tfgnn.create_schema_pb_from_graph_spec(spec)),
-        encoding="utf-8")
-    program_seconds = time.perf_counter() - start
-    root = beam.Pipeline(options=PipelineOptions(list(pipeline_args)))
-    tables = root | "ReadGraph" >> unigraph_utils.ReadAndConvertUnigraph(
-        graph_schema, str(unigraph))
-    feeds = {**tables, **{layer: tables[name] for layer, name in feed_names.items()}}
-    seeds = (root | "ReadSeeds" >> unigraph_io.ReadTable(str(unigraph / "seeds.tfrecord"))
-             | "SeedValues" >> beam.Map(seed_values))
-    inputs = {"SeedUser": seeds | "UserSeeds" >> beam.MapTuple(lambda k, v: (k, v[0])),
-              "SeedItem": seeds | "ItemSeeds" >> beam.MapTuple(lambda k, v: (k, v[1])),
-              "SeedLabel": seeds | "Labels" >> beam.MapTuple(lambda k, v: (k, v[2]))}
-    examples = executor_lib.execute(program, inputs, feeds=feeds,
-                                    artifacts_path=str(out / "artifacts"))
-    _ = (examples | "DropKeys" >> beam.Values()
-         | "Write" >> beam.io.tfrecordio.WriteToTFRecord(
-             str(out / "samples" / "examples.tfrecord"), num_shards=shards,
-             coder=beam.coders.ProtoCoder(tf.train.Example)))
-    result = root.run()
-    result.wait_until_finish()
-    counters = result.metrics().query(MetricsFilter().with_name("ExamplesCount"))["counters"]
-    return {"examples": int(sum(c.committed or 0 for c in counters)),
-            "seconds": {"program": round(program_seconds, 1),
-                        "pipeline": round(time.perf_counter() - start - program_seconds, 1)}}
+    with _quiet_logs():
+        unigraph = unigraph.resolve()  # unigraph.read_schema joins a relative folder twice
+        graph_schema = unigraph_io.read_schema(str(unigraph / "schema.pbtxt"))
+        model, feed_names = sampling_model(graph_schema, link, fanouts)
+        program, artifacts = sampler.create_program(model)
+        for layer, stage_model in artifacts.models.items():
+            sampler.save_model(stage_model, str(out / "artifacts" / layer))
+        spec = model.output.spec._unbatch()  # noqa: SLF001
+        (out / "samples").mkdir(parents=True, exist_ok=True)
+        (out / "samples" / "schema.pbtxt").write_text(
+            text_format.MessageToString(tfgnn.create_schema_pb_from_graph_spec(spec)),
+            encoding="utf-8")
+        program_seconds = time.perf_counter() - start
+        root = beam.Pipeline(options=PipelineOptions(list(pipeline_args)))
+        tables = root | "ReadGraph" >> unigraph_utils.ReadAndConvertUnigraph(
+            graph_schema, str(unigraph))
+        feeds = {**tables, **{layer: tables[name] for layer, name in feed_names.items()}}
+        seeds = (root | "ReadSeeds" >> unigraph_io.ReadTable(str(unigraph / "seeds.tfrecord"))
+                 | "SeedValues" >> beam.Map(seed_values))
+        inputs = {"SeedUser": seeds | "UserSeeds" >> beam.MapTuple(lambda k, v: (k, v[0])),
+                  "SeedItem": seeds | "ItemSeeds" >> beam.MapTuple(lambda k, v: (k, v[1])),
+                  "SeedLabel": seeds | "Labels" >> beam.MapTuple(lambda k, v: (k, v[2]))}
+        examples = executor_lib.execute(program, inputs, feeds=feeds,
+                                        artifacts_path=str(out / "artifacts"))
+        _ = (examples | "DropKeys" >> beam.Values()
+             | "Write" >> beam.io.tfrecordio.WriteToTFRecord(
+                 str(out / "samples" / "examples.tfrecord"), num_shards=shards,
+                 coder=beam.coders.ProtoCoder(tf.train.Example)))
+        result = root.run()
+        result.wait_until_finish()
+        counters = result.metrics().query(MetricsFilter().with_name("ExamplesCount"))["counters"]
+        return {"examples": int(sum(c.committed or 0 for c in counters)),
+                "seconds": {"program": round(program_seconds, 1),
+                            "pipeline": round(time.perf_counter() - start - program_seconds, 1)}}
+
+
+@contextlib.contextmanager
+def _quiet_logs():
+    """Beam's Python warnings (one per stage: "input type hint will be ignored", ...) hidden
+    unless TFREC_DEBUG=1, by raising the root logger to ERROR; errors still show."""
+    if debug():
+        yield
+        return
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        root.setLevel(level)
 
 
 def sample_with_beam(graph, schema: Schema, users, items, labels, out: str | Path, fanouts,
