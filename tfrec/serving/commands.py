@@ -6,6 +6,8 @@ import logging
 import unicodedata
 from pathlib import Path
 
+INT32_MAX = 2**31 - 1
+
 
 def register(sub) -> None:
     serve = sub.add_parser(
@@ -87,6 +89,8 @@ def run_query(args: argparse.Namespace) -> int:
     from tfrec.errors import TfrecError
     from tfrec.serving.client import ServingClient
 
+    if not 1 <= args.k <= INT32_MAX:
+        raise TfrecError(f"--k must be between 1 and {INT32_MAX} (k is an int32), got {args.k}.")
     history = None
     if args.history is not None:
         history = [h.strip() for h in args.history.split(",") if h.strip()]

@@ -6,7 +6,9 @@ Status codes (TF Serving's where it has one):
                     bad request it is), unknown version label, missing / extra / mistyped /
                     misshapen input, empty batch, batch above --max-batch, unknown output_filter
                     name, InvalidArgumentError raised in the graph (unknown id, k out of range).
-  RESOURCE_EXHAUSTED a request above the gRPC message size limit (raised by gRPC itself).
+  RESOURCE_EXHAUSTED a request above the gRPC message size limit (raised by gRPC itself), or
+                    one whose answer (rows x k results) could exceed it: refused before
+                    computing.
   UNIMPLEMENTED     Classify, Regress, MultiInference, HandleReloadConfigRequest.
 Other tf.errors keep their code (TF and gRPC share the numbering); anything else is INTERNAL.
 """
@@ -62,14 +64,18 @@ def resolve(store: ModelStore, spec) -> Servable:
 
 
 def predict_on(servable: Servable, request: predict_pb2.PredictRequest, max_batch: int,
-               model_name: str) -> predict_pb2.PredictResponse:
-    """Runs one PredictRequest on `servable`; RequestError for a bad request."""
+               model_name: str, max_answer_bytes: int | None = None
+               ) -> predict_pb2.PredictResponse:
+    """Runs one PredictRequest on `servable`; RequestError for a bad request, raised before
+    any computing for an answer that could exceed `max_answer_bytes` (the send limit)."""
     signature_name = request.model_spec.signature_name or DEFAULT_SIGNATURE
     signature = servable.signatures.get(signature_name)
     if signature is None:
         raise invalid(f"signature '{signature_name}' not found in model '{model_name}' version "
                       f"{servable.version}; it has: {', '.join(sorted(servable.signatures))}")
     feeds = _feeds(signature, request.inputs, max_batch)
+    if max_answer_bytes is not None:
+        _check_answer_size(servable, signature, feeds, max_answer_bytes)
     names = _output_names(signature, request.output_filter)
     try:
         outputs = signature.fn(**feeds)
@@ -129,6 +135,23 @@ def _feeds(signature: Signature, inputs, max_batch: int) -> dict:
     if batch is not None and batch > max_batch:
         _too_many_rows(batch, max_batch)
     return feeds
+
+
+def _check_answer_size(servable: Servable, signature: Signature, feeds: dict,
+                       limit: int) -> None:
+    """RESOURCE_EXHAUSTED (gRPC's code for an oversized message) when rows x k results could
+    exceed `limit` bytes; k out of range is left to the graph's own message."""
+    k = feeds.get("k")
+    if k is None or not servable.bytes_per_result or k.size == 0:
+        return
+    rows = next((feeds[n].shape[0] for n, spec in signature.inputs.items() if spec.batched), 1)
+    k_max = min(max(int(k.max()), 1), servable.num_items)
+    size = rows * k_max * servable.bytes_per_result
+    if size > limit:
+        raise RequestError(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                           f"the answer to {rows} rows x k={k_max} could take {size / 2**20:.1f} "
+                           f"MB, above this server's message limit of {limit / 2**20:g} MB "
+                           "(tfrec serve --max-message-mb): ask for fewer rows or a smaller k")
 
 
 def _too_many_rows(rows: int, max_batch: int) -> NoReturn:
@@ -203,13 +226,15 @@ def warm_up(servable: Servable, max_batch: int) -> int:
 class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
     """Predict and GetModelMetadata on the model of `store`; the other RPCs are UNIMPLEMENTED."""
 
-    def __init__(self, store: ModelStore, max_batch: int):
+    def __init__(self, store: ModelStore, max_batch: int, max_answer_bytes: int | None = None):
         self._store, self._max_batch = store, max_batch
+        self._max_answer_bytes = max_answer_bytes
 
     def Predict(self, request, context):
         try:
             servable = resolve(self._store, request.model_spec)
-            return predict_on(servable, request, self._max_batch, self._store.name)
+            return predict_on(servable, request, self._max_batch, self._store.name,
+                              self._max_answer_bytes)
         except RequestError as e:
             context.abort(e.code, str(e))
         except Exception as e:  # a bug: keep serving, tell the client

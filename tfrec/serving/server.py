@@ -94,7 +94,7 @@ class ModelServer:
             ],
         )
         prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
-            PredictionServicer(self.store, config.max_batch), server)
+            PredictionServicer(self.store, config.max_batch, limit), server)
         model_service_pb2_grpc.add_ModelServiceServicer_to_server(
             ModelServicer(self.store), server)
         address = f"{_bracket(config.host)}:{config.port}"
