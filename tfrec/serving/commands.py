@@ -31,6 +31,14 @@ def register(sub) -> None:
                        help="address to bind (default: %(default)s; 0.0.0.0 for all interfaces)")
     serve.add_argument("--port", type=int, default=8500,
                        help="gRPC port (default: %(default)s, as TF Serving; 0 = any free port)")
+    serve.add_argument("--rest-port", type=int, metavar="PORT",
+                       help="also serve TF Serving's REST API (POST /v1/models/NAME:predict, "
+                       "GET /v1/models/NAME[/metadata]), Prometheus metrics at "
+                       "/monitoring/prometheus/metrics and /healthz on this port (TF Serving "
+                       "uses 8501; default: no REST; 0 = any free port)")
+    serve.add_argument("--access-log", action="store_true",
+                       help="log one line per request (peer, API, method, model, signature, "
+                       "status, milliseconds) to the 'tfrec.access' logger")
     serve.add_argument("--poll-seconds", type=float, default=1.0, metavar="S",
                        help="look for a new version every S seconds (default: %(default)s; "
                        "0 = never)")
@@ -52,13 +60,17 @@ def register(sub) -> None:
         "query",
         help="ask a model server (tfrec serve or TF Serving) for recommendations",
         description="Top-k recommendations for a user (signature serving_default) or for a "
-        "history of item ids (signature history) from a gRPC model server, printed as a table "
-        "or as JSON. Uses only TF Serving's standard protos.",
+        "history of item ids (signature history) from a model server over gRPC (or REST with "
+        "--rest), printed as a table or as JSON. Uses only TF Serving's standard API.",
         epilog="Examples: tfrec query --model tfrec --user 196 --k 5; tfrec query --model "
-        "tfrec --history 50,172,181 --json",
+        "tfrec --history 50,172,181 --json; tfrec query --rest --model tfrec --user 196",
     )
-    query.add_argument("--server", default="127.0.0.1:8500", metavar="HOST:PORT",
-                       help="model server address (default: %(default)s)")
+    query.add_argument("--server", metavar="HOST:PORT",
+                       help="model server address (default: 127.0.0.1:8500, or "
+                       "127.0.0.1:8501 with --rest)")
+    query.add_argument("--rest", action="store_true",
+                       help="ask over TF Serving's REST API (tfrec serve --rest-port) instead "
+                       "of gRPC")
     query.add_argument("--model", required=True, metavar="NAME", help="served model name")
     who = query.add_mutually_exclusive_group(required=True)
     who.add_argument("--user", metavar="ID", help="a user id known to the model")
@@ -78,7 +90,8 @@ def run_serve(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     return serve(ServeConfig(
         model_base=args.model_base, model_name=args.model_name, host=args.host,
-        port=args.port, poll_seconds=args.poll_seconds, num_versions=args.num_versions,
+        port=args.port, rest_port=args.rest_port, access_log=args.access_log,
+        poll_seconds=args.poll_seconds, num_versions=args.num_versions,
         max_batch=args.max_batch,
         max_message_mb=args.max_message_mb, workers=args.workers,
         grace_seconds=args.grace_seconds,
@@ -87,7 +100,7 @@ def run_serve(args: argparse.Namespace) -> int:
 
 def run_query(args: argparse.Namespace) -> int:
     from tfrec.errors import TfrecError
-    from tfrec.serving.client import ServingClient
+    from tfrec.serving.client import RestClient, ServingClient
 
     if not 1 <= args.k <= INT32_MAX:
         raise TfrecError(f"--k must be between 1 and {INT32_MAX} (k is an int32), got {args.k}.")
@@ -96,7 +109,9 @@ def run_query(args: argparse.Namespace) -> int:
         history = [h.strip() for h in args.history.split(",") if h.strip()]
         if not history:
             raise TfrecError("--history needs at least one item id.")
-    with ServingClient(args.server, timeout=args.timeout) as client:
+    client_class = RestClient if args.rest else ServingClient
+    server = args.server or ("127.0.0.1:8501" if args.rest else "127.0.0.1:8500")
+    with client_class(server, timeout=args.timeout) as client:
         items = client.recommend(args.model, user=args.user, history=history, k=args.k)
     if args.json:
         print(json.dumps({"items": [
