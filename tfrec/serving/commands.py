@@ -49,6 +49,10 @@ def register(sub) -> None:
                        help="most rows per request (default: %(default)s)")
     serve.add_argument("--max-message-mb", type=int, default=16, metavar="MB",
                        help="gRPC message size limit (default: %(default)s)")
+    serve.add_argument("--batch-threads", type=int, default=1, metavar="N",
+                       help="merge concurrent requests of a signature into one TF call, with "
+                       "up to N such calls at once (default: %(default)s, the fastest on 2 "
+                       "cores; 0 = no batching)")
     serve.add_argument("--workers", type=int, default=16,
                        help="request-handling threads (default: %(default)s)")
     serve.add_argument("--grace-seconds", type=float, default=5.0, metavar="S",
@@ -91,6 +95,7 @@ def run_serve(args: argparse.Namespace) -> int:
     return serve(ServeConfig(
         model_base=args.model_base, model_name=args.model_name, host=args.host,
         port=args.port, rest_port=args.rest_port, access_log=args.access_log,
+        batch_threads=args.batch_threads,
         poll_seconds=args.poll_seconds, num_versions=args.num_versions,
         max_batch=args.max_batch,
         max_message_mb=args.max_message_mb, workers=args.workers,

@@ -36,7 +36,8 @@ from tensorflow_serving.apis import (  # noqa: E402
     prediction_service_pb2_grpc,
 )
 
-from tfrec.serving import tensors  # noqa: E402
+from tfrec.serving import batching, tensors  # noqa: E402
+from tfrec.serving.batching import Batcher  # noqa: E402
 from tfrec.serving.model_store import ModelStore, Servable, Signature  # noqa: E402
 from tfrec.serving.monitoring import Monitor  # noqa: E402
 
@@ -66,10 +67,11 @@ def resolve(store: ModelStore, spec) -> Servable:
 
 
 def predict_on(servable: Servable, request: predict_pb2.PredictRequest, max_batch: int,
-               model_name: str, max_answer_bytes: int | None = None
-               ) -> predict_pb2.PredictResponse:
-    """Runs one PredictRequest on `servable`; RequestError for a bad request, raised before
-    any computing for an answer that could exceed `max_answer_bytes` (the send limit)."""
+               model_name: str, max_answer_bytes: int | None = None,
+               batcher: Batcher | None = None) -> predict_pb2.PredictResponse:
+    """Runs one PredictRequest on `servable` (merged with concurrent ones by `batcher`, if
+    given); RequestError for a bad request, raised before any computing for an answer that
+    could exceed `max_answer_bytes` (the send limit)."""
     signature_name = request.model_spec.signature_name or DEFAULT_SIGNATURE
     signature = find_signature(servable, signature_name, model_name)
     feeds = _feeds(signature, request.inputs, max_batch)
@@ -77,7 +79,7 @@ def predict_on(servable: Servable, request: predict_pb2.PredictRequest, max_batc
         _check_answer_size(servable, signature, feeds, max_answer_bytes)
     names = _output_names(signature, request.output_filter)
     try:
-        outputs = signature.fn(**feeds)
+        outputs = batcher.run(signature, feeds) if batcher else batching.call(signature, feeds)
     except tf.errors.OpError as e:
         raise RequestError(_GRPC_CODES.get(e.error_code, grpc.StatusCode.INTERNAL),
                            graph_message(e.message)) from e
@@ -86,7 +88,7 @@ def predict_on(servable: Servable, request: predict_pb2.PredictRequest, max_batc
     response.model_spec.version.value = servable.version
     response.model_spec.signature_name = signature_name
     for name in names:
-        response.outputs[name].CopyFrom(tensors.to_proto(outputs[name].numpy()))
+        response.outputs[name].CopyFrom(tensors.to_proto(outputs[name]))
     return response
 
 
@@ -273,17 +275,17 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
     """Predict and GetModelMetadata on the model of `store`; the other RPCs are UNIMPLEMENTED."""
 
     def __init__(self, store: ModelStore, max_batch: int, max_answer_bytes: int | None = None,
-                 monitor: Monitor | None = None):
+                 monitor: Monitor | None = None, batcher: Batcher | None = None):
         self._store, self._max_batch = store, max_batch
         self._max_answer_bytes = max_answer_bytes
-        self._monitor = monitor
+        self._monitor, self._batcher = monitor, batcher
 
     def Predict(self, request, context):
         started, code = time.perf_counter(), "OK"
         try:
             servable = resolve(self._store, request.model_spec)
             return predict_on(servable, request, self._max_batch, self._store.name,
-                              self._max_answer_bytes)
+                              self._max_answer_bytes, self._batcher)
         except RequestError as e:
             code = e.code.name
             context.abort(e.code, str(e))

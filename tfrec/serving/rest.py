@@ -39,6 +39,7 @@ from tensorflow.core.framework import types_pb2  # noqa: E402
 from tensorflow_serving.apis import get_model_metadata_pb2, model_pb2, predict_pb2  # noqa: E402
 
 from tfrec.serving import tensors  # noqa: E402
+from tfrec.serving.batching import Batcher  # noqa: E402
 from tfrec.serving.model_store import ModelStore  # noqa: E402
 from tfrec.serving.monitoring import CONTENT_TYPE_LATEST, Monitor  # noqa: E402
 from tfrec.serving.predict_service import (  # noqa: E402
@@ -73,8 +74,9 @@ _NUMBERS = {types_pb2.DT_INT32: np.int32, types_pb2.DT_INT64: np.int64,
 class RestApp:
     """The WSGI application: routes a request, answers JSON, records it with `monitor`."""
 
-    def __init__(self, store: ModelStore, monitor: Monitor, max_batch: int, max_bytes: int):
-        self._store, self._monitor = store, monitor
+    def __init__(self, store: ModelStore, monitor: Monitor, max_batch: int, max_bytes: int,
+                 batcher: Batcher | None = None):
+        self._store, self._monitor, self._batcher = store, monitor, batcher
         self._max_batch, self._max_bytes = max_batch, max_bytes
 
     def __call__(self, environ, start_response):
@@ -162,7 +164,7 @@ class RestApp:
             else:
                 grpc_request.inputs[name].dtype = types_pb2.DT_STRING
         answer = predict_on(servable, grpc_request, self._max_batch, self._store.name,
-                            self._max_bytes)
+                            self._max_bytes, self._batcher)
         outputs = {name: tensors.to_numpy(proto) for name, proto in answer.outputs.items()}
         return as_json(_predictions(outputs, rows))
 

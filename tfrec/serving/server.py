@@ -30,6 +30,7 @@ from tensorflow_serving.apis import (  # noqa: E402
     prediction_service_pb2_grpc,
 )
 
+from tfrec.serving.batching import Batcher  # noqa: E402
 from tfrec.serving.model_store import ModelStore  # noqa: E402
 from tfrec.serving.monitoring import Monitor  # noqa: E402
 from tfrec.serving.predict_service import (  # noqa: E402
@@ -59,6 +60,8 @@ class ServeConfig(Validated):
     workers: int = bounded(16, 1, 1024)  # threads handling requests
     grace_seconds: float = bounded(5.0, 0.0)  # for calls in flight at shutdown
     access_log: bool = False  # one log line per request
+    batch_threads: int = bounded(1, 0, 1024)  # merged calls running at once per signature
+    # (1 measured best on 2 cores, see bench/serving_grpc.py); 0: no batching
 
     @classmethod
     def key(cls, name: str) -> str:
@@ -86,6 +89,8 @@ class ModelServer:
             num_versions=config.num_versions,
         )
         self.monitor = Monitor(self.store, config.access_log)
+        self.batcher = (Batcher(config.max_batch, config.batch_threads)
+                        if config.batch_threads else None)
         self._server: grpc.Server | None = None
         self._rest: RestServer | None = None
         self.port: int | None = None
@@ -104,7 +109,8 @@ class ModelServer:
             ],
         )
         prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
-            PredictionServicer(self.store, config.max_batch, limit, self.monitor), server)
+            PredictionServicer(self.store, config.max_batch, limit, self.monitor, self.batcher),
+            server)
         model_service_pb2_grpc.add_ModelServiceServicer_to_server(
             ModelServicer(self.store, self.monitor), server)
         address = f"{_bracket(config.host)}:{config.port}"
@@ -116,7 +122,7 @@ class ModelServer:
             raise TfrecError(f"cannot listen on {address}: the port is in use or the host is "
                              "not an address of this machine.")
         if config.rest_port is not None:
-            app = RestApp(self.store, self.monitor, config.max_batch, limit)
+            app = RestApp(self.store, self.monitor, config.max_batch, limit, self.batcher)
             try:
                 self._rest = RestServer(app, config.host, config.rest_port, config.workers, limit)
             except OSError as e:
