@@ -12,16 +12,18 @@ INT32_MAX = 2**31 - 1
 def register(sub) -> None:
     serve = sub.add_parser(
         "serve",
-        help="serve a model base folder over gRPC with TF Serving's API",
+        help="serve a model base folder with TF Serving's gRPC (and REST) API",
         description="Serve the newest numbered version of a model base folder (BASE/1, BASE/2, "
         "... each a SavedModel from `tfrec export`) with TF Serving's gRPC API: "
-        "PredictionService Predict and GetModelMetadata, ModelService GetModelStatus. A newer "
-        "version folder is picked up while running without failing requests in flight. "
-        "SIGTERM or Ctrl-C stops it cleanly (exit 0).",
+        "PredictionService Predict and GetModelMetadata, ModelService GetModelStatus; with "
+        "--rest-port also its REST API, Prometheus metrics and /healthz. A newer version "
+        "folder is picked up while running without failing requests in flight; a removed one "
+        "is unloaded. SIGTERM or Ctrl-C stops it cleanly (exit 0).",
         epilog="Bad requests get INVALID_ARGUMENT (unknown signature or id, missing, extra or "
         "mistyped input, empty or oversized batch, k out of range), NOT_FOUND (unknown model "
-        "or version) or RESOURCE_EXHAUSTED (message above --max-message-mb). Example: tfrec "
-        "serve --model-base models/tfrec --num-versions 2",
+        "or version) or RESOURCE_EXHAUSTED (request or answer above --max-message-mb); over "
+        "REST, HTTP 400, 404 or 429 with {\"error\": ...}. Example: tfrec serve --model-base "
+        "models/tfrec --num-versions 2 --rest-port 8501",
     )
     serve.add_argument("--model-base", required=True, type=Path, metavar="BASE",
                        help="folder holding integer-named SavedModel version folders")
