@@ -5,14 +5,16 @@ Stages of `gated_export`:
   1. restore the new run at its best epoch, with its data and split (tfrec.export.from_run);
   2. its validation metrics (full ranking, training items excluded: tfrec.evaluate.harness);
   3. load the newest version under the model base (a SavedModel, as TF Serving loads it) and
-     rank the same users and items through its `serving_default` signature
-     (`served_score_fn`): what it would answer in production;
+     rank the same users and items by the retrieval score its `serving_default` ranks by
+     (`served_score_fn`, from its own embeddings, bias and id tables);
   4. print both figures; if new >= old - margin, export the new version, else write nothing
      and exit GATE_DECLINED.
-The served model can only score what it knows: a user it does not know gets no ranking (every
-item -inf: 0 for that user), an item it does not know is never recommended (-inf: never a
-hit), and the items it excludes as already seen are -inf too. These are exactly the answers it
-would give in production, so the comparison is fair to the model as served.
+Both models rank the same candidates for the same users: every item of the new run but the
+user's training items. The served model can only score what it knows: a user it does not know
+gets no ranking (every item -inf: 0 for that user; serving_default refuses the id) and an item
+it does not know is never recommended (-inf: never a hit), which is what it would answer in
+production. Its own seen-item exclusion (every interaction it was exported with) is not
+applied, so a validation pair it already knew is not held against it.
 """
 
 import dataclasses
@@ -48,39 +50,29 @@ class GateResult:
         return self.old is None or self.new >= self.old - self.margin
 
 
-def served_score_fn(saved_model, user_ids: np.ndarray, item_ids: np.ndarray,
-                    batch_size: int = 256):
-    """A score_fn (user rows [B] -> [B, I] float32) ranking the given users [U] and items [I]
-    (ids as str) through a loaded SavedModel's serving_default: each user's top-k over every
-    item it knows (k = its item count) is scattered into the item columns; unknown users (the
-    signature refuses them) and items, and the items it excludes as seen, score -inf."""
+def served_score_fn(saved_model, user_ids: np.ndarray, item_ids: np.ndarray):
+    """A score_fn (user rows [B] -> [B, I] float32) for the given users [U] and items [I] (ids
+    as str) from a loaded tfrec SavedModel: the retrieval score serving_default ranks by,
+    user_embeddings[u] . item_embeddings[i] + item_bias[i], with its own rows (its user id
+    table, its item_ids). Unknown users and items score -inf. Its own seen-item exclusion is
+    not applied: the harness excludes the new run's training items for both models."""
     import tensorflow as tf
 
-    column = {i: c for c, i in enumerate(np.asarray(item_ids).astype(str))}
-    users = np.asarray(user_ids).astype(str)
-    k = tf.constant(len(saved_model.item_ids.numpy()), tf.int32)
-    recommend = saved_model.signatures["serving_default"]
-
-    def answer(batch: np.ndarray):
-        """item ids [B, k], scores [B, k] of the users `batch` [B], or None for unknown ones."""
-        try:
-            result = recommend(user_id=tf.constant(batch), k=k)
-            return list(zip(result["item_ids"].numpy().astype(str), result["scores"].numpy()))
-        except tf.errors.InvalidArgumentError:  # an unknown user id in the batch
-            if len(batch) == 1:
-                return [None]
-            return [a for user in batch for a in answer(np.array([user]))]
+    users = tf.raw_ops.LookupTableFindV2(
+        table_handle=saved_model.user_table.resource_handle,
+        keys=tf.constant(np.asarray(user_ids).astype(str).astype(object)),
+        default_value=tf.constant(-1, tf.int64)).numpy()
+    served = {i: r for r, i in enumerate(saved_model.item_ids.numpy().astype(str))}
+    items = np.array([served.get(i, -1) for i in np.asarray(item_ids).astype(str)])
+    user_emb = saved_model.user_embeddings.numpy()
+    item_emb = saved_model.item_embeddings.numpy()[np.maximum(items, 0)]  # [I, D]
+    bias = np.where(items >= 0, saved_model.item_bias.numpy()[np.maximum(items, 0)], -np.inf)
+    dense = embedding_score_fn(user_emb, item_emb, bias.astype(np.float32))
 
     def score(rows):
-        out = np.full((len(rows), len(column)), -np.inf, np.float32)
-        for start in range(0, len(rows), batch_size):
-            part = rows[start:start + batch_size]
-            for r, got in enumerate(answer(users[part]), start):
-                if got is None:
-                    continue
-                cols = np.array([column.get(i, -1) for i in got[0]])
-                keep = (cols >= 0) & np.isfinite(got[1])
-                out[r, cols[keep]] = got[1][keep]
+        rows = users[rows]
+        out = dense(np.maximum(rows, 0))
+        out[rows < 0] = -np.inf
         return out
 
     return score
