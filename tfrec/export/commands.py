@@ -15,9 +15,8 @@ def register(sub) -> None:
             "version folder appears atomically and existing versions are never replaced."
         ),
         epilog="example: tfrec export --run-dir runs/latest --model-base models/tfrec "
-        "--only-if-better\nexit codes: 0 exported, 2 bad input, 4 declined by "
-        "--only-if-better (the served version ranks validation better)",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        "--only-if-better. Exit codes: 0 exported, 2 bad input, 4 declined by "
+        "--only-if-better (the served version ranks validation better).",
     )
     parser.add_argument(
         "--run-dir", required=True, metavar="DIR",
@@ -35,7 +34,8 @@ def register(sub) -> None:
     parser.add_argument(
         "--only-if-better", action="store_true",
         help="first rank the run's validation split with the newest version served under BASE "
-        "(through its serving_default signature) and with the run; print both ndcg@20 and "
+        "(the retrieval score its serving_default ranks by) and with the run; print both "
+        "ndcg@20 and "
         "export only if new >= served - MARGIN, else write nothing and exit 4",
     )
     parser.add_argument(
