@@ -35,8 +35,7 @@ def register(sub) -> None:
         "--only-if-better", action="store_true",
         help="first rank the run's validation split with the newest version served under BASE "
         "(the retrieval score its serving_default ranks by) and with the run; print both "
-        "ndcg@20 and "
-        "export only if new >= served - MARGIN, else write nothing and exit 4",
+        "ndcg@20 and export only if new >= served - MARGIN, else write nothing and exit 4",
     )
     parser.add_argument(
         "--margin", type=_non_negative_float, default=0.0, metavar="MARGIN",
