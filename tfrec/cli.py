@@ -1,7 +1,8 @@
 """The `tfrec` command line: one sub-command group per stage of the pipeline.
 
 Exit codes: 0 success, 1 an unexpected internal error (with traceback), 2 bad input or usage
-(one sentence, no traceback), 3 training stopped on a non-finite loss, 130 interrupted.
+(one sentence, no traceback), 3 training stopped on a non-finite loss, 4 `tfrec export --only-if-better` declined (the
+served version is better), 130 interrupted.
 """
 
 import argparse

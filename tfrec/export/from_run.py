@@ -1,17 +1,28 @@
 """A finished run -> ExportArtifacts: the best checkpoint's embeddings, scorer, text encoder."""
 
+import dataclasses
+
 import numpy as np
 
+from tfrec.config import Config
 from tfrec.errors import TfrecError
 from tfrec.export.artifacts import ExportArtifacts
 from tfrec.train.run_dir import RunDir
 
 
-def load_artifacts(run_dir: str) -> ExportArtifacts:
-    """Rebuilds the run's model from its run.json, restores the best checkpoint and reduces it
-    to what serving needs. Seen items are all of a user's known interactions (every split)."""
-    from tfrec.evaluate.metrics import csr_from_pairs
-    from tfrec.train.fit import build, embeddings, restore_best
+@dataclasses.dataclass(frozen=True)
+class RestoredRun:
+    """A finished run's model at its best epoch, with the data it was prepared from."""
+
+    run: RunDir
+    config: Config
+    prepared: object  # tfrec.train.prepare.Prepared
+    trained: object  # tfrec.train.fit.Trained
+
+
+def restore_run(run_dir: str) -> RestoredRun:
+    """Rebuilds the run's model from its run.json and restores the best checkpoint."""
+    from tfrec.train.fit import build, restore_best
     from tfrec.train.prepare import prepare
 
     run = RunDir(run_dir)
@@ -22,6 +33,22 @@ def load_artifacts(run_dir: str) -> ExportArtifacts:
     prepared = prepare(schema, config, progress=False)
     trained = build(prepared, config)
     restore_best(trained, run)
+    return RestoredRun(run, config, prepared, trained)
+
+
+def load_artifacts(run_dir: str) -> ExportArtifacts:
+    """The run's best model reduced to what serving needs (`artifacts_of`)."""
+    return artifacts_of(restore_run(run_dir))
+
+
+def artifacts_of(restored: RestoredRun) -> ExportArtifacts:
+    """A restored run -> ExportArtifacts. Seen items are all of a user's known interactions
+    (every split)."""
+    from tfrec.evaluate.metrics import csr_from_pairs
+    from tfrec.train.fit import embeddings
+
+    run, config, prepared, trained = (restored.run, restored.config, restored.prepared,
+                                      restored.trained)
     user_emb, item_emb, item_bias = embeddings(trained)
     s = prepared.data.schema
     indptr, indices = csr_from_pairs(prepared.split.pair_user, prepared.split.pair_item,

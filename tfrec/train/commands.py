@@ -17,6 +17,12 @@ def register(sub) -> None:
                    "its default)")
     p.add_argument("--run-dir", help="run folder: checkpoints, logs, metrics (default: "
                    "runs/<schema name>)")
+    p.add_argument("--warm-start", metavar="OLD_RUN_DIR",
+                   help="start from a finished run's best weights (same architecture): ids "
+                   "it knew keep their learned rows, new ids start from their features, text "
+                   "and knowledge-graph neighbours, removed ids are dropped, the other weights "
+                   "are copied where their shape is unchanged; the optimizer restarts and the "
+                   "old run is not modified (see README, 'Keeping a model fresh')")
     p.add_argument("--print-config", action="store_true",
                    help="print the effective config as TOML and exit")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -46,7 +52,8 @@ def _train(args) -> int:
         print(to_toml(config), end="")
         return 0
     run_dir = args.run_dir or str(Path("runs") / Path(args.schema).stem)
-    result = train(args.schema, config, run_dir, progress=not args.no_progress)
+    result = train(args.schema, config, run_dir, progress=not args.no_progress,
+                   warm_start=args.warm_start)
     info = result.info
     print()
     print(format_metrics(result.metrics, config.eval.ks))

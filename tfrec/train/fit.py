@@ -248,7 +248,8 @@ class Trainer:
     """One run's training loop: `fit()` = restore -> (epoch: steps -> refresh text ->
     validate -> checkpoint/early stop -> log) -> the best epoch's model."""
 
-    def __init__(self, prepared: Prepared, config: Config, run: RunDir, progress: bool, log):
+    def __init__(self, prepared: Prepared, config: Config, run: RunDir, progress: bool, log,
+                 init=None):
         self.prepared, self.config, self.run = prepared, config, run
         self.progress, self.log = progress, log
         self.batches = Batches.of(prepared, config)
@@ -257,6 +258,8 @@ class Trainer:
             self.optimizers["text_optimizer"] = tf.keras.optimizers.Adam(
                 config.text.learning_rate)
         self.trained = build(prepared, config, self.optimizers)
+        if init is not None:  # e.g. a warm start's weights (a resumed run restores over them)
+            init(self.trained)
         self.objective = Objective(prepared, config, self.trained, self.batches)
         self.mode = training_mode(prepared, config)
         self.graphs = SampledGraph(prepared, config) if self.mode == "sampled" \
@@ -405,9 +408,10 @@ class Trainer:
 
 
 def fit(prepared: Prepared, config: Config, run: RunDir, progress: bool = True,
-        log=lambda line: print(line, flush=True)) -> tuple[Trained, FitReport]:
-    """Trains until `train.epochs` or early stopping; returns the best epoch's model."""
-    return Trainer(prepared, config, run, progress, log).fit()
+        log=lambda line: print(line, flush=True), init=None) -> tuple[Trained, FitReport]:
+    """Trains until `train.epochs` or early stopping; returns the best epoch's model.
+    init: optional callable on the freshly built Trained before the first step."""
+    return Trainer(prepared, config, run, progress, log, init).fit()
 
 
 def restore_best(trained: Trained, run: RunDir) -> None:

@@ -25,42 +25,60 @@ def _popularity_scores(prepared: Prepared):
 
 
 def train(schema: str, config: Config, run_dir: str, progress: bool = True,
-          log=lambda line: print(line, flush=True)) -> RunResult:
+          log=lambda line: print(line, flush=True), warm_start: str | None = None) -> RunResult:
     """Stages:
       1. lock and check the run folder (refuse another trainer, schema or config; resume the
-         same run; damaged checkpoints are refused naming the file);
-      2. prepare: tables -> GraphData -> split -> text embeddings -> model inputs;
-      3. claim the run folder (run.json), now that the data is valid;
-      4. fit (the GNN, or MF: the same model without message passing; early-stopped on the
+         same run; damaged checkpoints are refused naming the file); with `warm_start` (an old
+         run folder), check it against the schema and config (tfrec.train.warm_start);
+      2. prepare: tables -> GraphData -> split -> text embeddings -> model inputs; map the old
+         run's vocabularies onto the new ones;
+      3. claim the run folder (run.json, vocab/), now that the data and mapping are valid;
+      4. fit (from the old run's weights with `warm_start`) (the GNN, or MF: the same model without message passing; early-stopped on the
          validation metric `eval.early_stop`) or count popularity;
       5. evaluate the best model on valid, test and the cold-start slice of test;
       6. write metrics.json and, in RUN_DIR/logs, the HParams record (the config, ranked by the
          final model's VALIDATION metrics; test is logged beside, never declared to HParams)
          and the item embeddings for the projector (item id and display title).
     """
+    warm = None
+    if warm_start is not None:
+        from tfrec.train.warm_start import WarmStart
+
+        warm = WarmStart.open(warm_start, run_dir, schema, config)
     with RunDir(run_dir).training(schema, config) as run:
-        return _train(schema, config, run, progress, log)
+        return _train(schema, config, run, progress, log, warm)
 
 
-def _train(schema: str, config: Config, run: RunDir, progress: bool, log) -> RunResult:
+def _train(schema: str, config: Config, run: RunDir, progress: bool, log,
+           warm=None) -> RunResult:
     import resource
 
     start = time.perf_counter()
     prepared = prepare(schema, config, progress)
     _check_validation_split(prepared, config)
+    if warm is not None:
+        warm.map(prepared.data.node_ids)
     run.claim(schema, config)
+    run.write_vocab(prepared.data.node_ids)
     info = {"kind": config.model.kind}
     trains = config.model.kind != "popularity"
     if trains:
         from tfrec.train.fit import embeddings, fit
 
-        trained, report = fit(prepared, config, run, progress, log)
+        init = None
+        if warm is not None:
+            def init(trained):
+                warm.apply(trained)
+                log(warm.summary())
+        trained, report = fit(prepared, config, run, progress, log, init=init)
         user_emb, item_emb, item_bias = embeddings(trained)
         scores = embedding_score_fn(user_emb, item_emb, item_bias)
         info.update(dataclasses.asdict(report))
     else:
         scores = _popularity_scores(prepared)
     metrics = evaluate(scores, prepared, config.eval.ks)
+    if warm is not None:
+        info["warm_start"] = warm.report
     info["train_seconds"] = round(time.perf_counter() - start, 1)
     info["peak_rss_mib"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
     if 0 < info.get("epochs_run", 0) == info["resumed_from"] and (earlier := run.read_metrics()):

@@ -5,6 +5,8 @@
     checkpoints/      a checkpoint per epoch (latest 2) and checkpoints/best/
     logs/             TensorBoard event files, HParams, the item-embedding projector
     metrics.json      final valid/test/test_cold metrics (written when training ends)
+    vocab/<set>.txt   the ids of each node set, one a line, line i = row i (what a warm start
+                      maps onto a later run's ids)
 
 `tfrec train` opens a run folder with `RunDir.training()`: it takes the lock (a second trainer
 of the same folder is refused), checks that the folder holds this run or nothing, removes the
@@ -44,6 +46,7 @@ class RunDir:
     metrics_file = property(lambda self: self.path / "metrics.json")
     manifest_file = property(lambda self: self.path / "run.json")
     lock_file = property(lambda self: self.path / LOCK_NAME)
+    vocab = property(lambda self: self.path / "vocab")
 
     # === What the folder holds ===
 
@@ -229,6 +232,26 @@ class RunDir:
 
     def write_metrics(self, metrics: dict) -> None:
         self._write_json(self.metrics_file, metrics)
+
+    # === Vocabularies ===
+
+    def write_vocab(self, node_ids: dict) -> None:
+        """Writes vocab/<node set>.txt (node set -> [N] ids; line i = row i), atomically."""
+        from tfrec.atomic import atomic_dir
+
+        with atomic_dir(self.vocab) as tmp:
+            for name, ids in node_ids.items():
+                (tmp / f"{name}.txt").write_text("".join(f"{i}\n" for i in ids),
+                                                 encoding="utf-8")
+
+    def read_vocab(self) -> dict | None:
+        """node set -> [N] object array of ids, or None for a run from before vocab/."""
+        import numpy as np
+
+        if not self.vocab.is_dir():
+            return None
+        return {p.stem: np.array(p.read_text(encoding="utf-8").splitlines(), dtype=object)
+                for p in sorted(self.vocab.glob("*.txt"))}
 
     # === Files ===
 
