@@ -27,7 +27,6 @@ worker's gradient may come from variables a few steps old.
 """
 
 import functools
-import json
 import os
 
 import tensorflow as tf
@@ -60,14 +59,26 @@ def make_strategy(name: str, shard_bytes: int = 256 << 10) -> tf.distribute.Stra
                          'TF_CONFIG naming the cluster\'s chief, workers and ps tasks, with '
                          'this process as the chief, such as {"cluster": {"chief": ["c:2222"], '
                          '"worker": ["w0:2222"], "ps": ["p0:2222"]}, "task": {"type": '
-                         '"chief", "index": 0}} (workers and ps tasks run `tfrec-server`)')
+                         '"chief", "index": 0}} (the workers and ps tasks run the same '
+                         '`tfrec train` command: they serve the chief)')
     partitioner = tf.distribute.experimental.partitioners.MinSizePartitioner(
         shard_bytes, resolver.cluster_spec().num_tasks("ps"))
     return tf.distribute.ParameterServerStrategy(resolver, partitioner)
 
 
-def is_default(strategy: tf.distribute.Strategy) -> bool:
-    return strategy is tf.distribute.get_strategy() and not tf.distribute.has_strategy()
+def serve_cluster_task(name: str) -> bool:
+    """With `name` "parameter_server" and TF_CONFIG naming this process a worker or ps task:
+    serves the chief's steps and variables until the process is stopped, then True. Else
+    False at once (this process trains)."""
+    if name != "parameter_server" or not os.environ.get("TF_CONFIG"):
+        return False
+    resolver = tf.distribute.cluster_resolver.TFConfigClusterResolver()
+    if resolver.task_type not in ("worker", "ps"):
+        return False
+    tf.distribute.Server(resolver.cluster_spec(), job_name=resolver.task_type,
+                         task_index=resolver.task_id, protocol=resolver.rpc_layer or "grpc",
+                         start=True).join()
+    return True
 
 
 def replica_rows(batch: int, chunk: int, rows: int, replicas: int) -> tuple[int, int]:

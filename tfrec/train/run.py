@@ -29,7 +29,9 @@ def train(schema: str, config: Config, run_dir: str, progress: bool = True,
     """Stages:
       1. lock and check the run folder (refuse another trainer, schema or config; resume the
          same run; damaged checkpoints are refused naming the file);
-      2. prepare: tables -> GraphData -> split -> text embeddings -> model inputs;
+      2. join the cluster of train.strategy, if any (tfrec.train.distribute: before the first
+         TensorFlow op), and prepare: tables -> GraphData -> split -> text embeddings -> model
+         inputs;
       3. claim the run folder (run.json), now that the data is valid;
       4. fit (the GNN, or MF: the same model without message passing; early-stopped on the
          validation metric `eval.early_stop`) or count popularity;
@@ -46,6 +48,10 @@ def _train(schema: str, config: Config, run: RunDir, progress: bool, log) -> Run
     import resource
 
     start = time.perf_counter()
+    if config.model.kind != "popularity" and config.train.strategy != "default":
+        from tfrec.train.distribute import make_strategy
+
+        make_strategy(config.train.strategy, config.train.shard_bytes)  # before any op
     prepared = prepare(schema, config, progress)
     _check_validation_split(prepared, config)
     run.claim(schema, config)
