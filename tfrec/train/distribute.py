@@ -143,7 +143,10 @@ class Replicated:
                 for step in shares(context.input_pipeline_id, mine):
                     yield from step
 
-            return tf.data.Dataset.from_generator(elements, output_signature=self.signature)
+            # infinite (only `steps` are read): a finite one would make tf.distribute build
+            # empty placeholder inputs for a short last batch, which a GraphTensor refuses
+            return tf.data.Dataset.from_generator(
+                elements, output_signature=self.signature).repeat()
 
         iterator = iter(self.strategy.distribute_datasets_from_function(dataset))
         for _ in range(steps):
