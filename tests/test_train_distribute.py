@@ -181,3 +181,18 @@ def test_tfrec_train_on_a_parameter_server_cluster_of_processes(tmp_path):
     want = json.loads((tmp_path / "plain" / "metrics.json").read_text())
     for split in ("valid", "test"):
         assert got[split] == pytest.approx(want[split], abs=1e-6), split
+
+
+@pytest.mark.parametrize("strategy", ["multi_worker", "parameter_server"])
+def test_a_cluster_strategy_without_tf_config_is_refused_in_one_sentence(strategy, tmp_path,
+                                                                       monkeypatch):
+    from tfrec.config import config_from_dict
+    from tfrec.errors import TfrecError
+    from tfrec.train.run import train
+
+    monkeypatch.delenv("TF_CONFIG", raising=False)
+    config = config_from_dict({"text": {"mode": "off"}, "train": {"strategy": strategy}})
+    with pytest.raises(TfrecError, match=f'strategy = "{strategy}" needs the environment '
+                                         "variable TF_CONFIG"):
+        train(str(TINY), config, str(tmp_path / "run"), progress=False, log=lambda s: None)
+    assert not (tmp_path / "run" / "run.json").exists()
