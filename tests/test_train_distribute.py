@@ -196,3 +196,16 @@ def test_a_cluster_strategy_without_tf_config_is_refused_in_one_sentence(strateg
                                          "variable TF_CONFIG"):
         train(str(TINY), config, str(tmp_path / "run"), progress=False, log=lambda s: None)
     assert not (tmp_path / "run" / "run.json").exists()
+
+
+def test_sampled_training_under_a_strategy_is_refused_before_the_run_is_claimed(tmp_path):
+    from tfrec.config import config_from_dict
+    from tfrec.errors import TfrecError
+    from tfrec.train.run import train
+
+    config = config_from_dict({"model": {"dim": 8, "layers": 2}, "text": {"mode": "off"},
+                               "train": {"strategy": "mirrored", "mode": "sampled"},
+                               "split": {"method": "temporal", "ratios": [0.6, 0.2, 0.2]}})
+    with pytest.raises(TfrecError, match='strategy = "mirrored" trains on the full graph only'):
+        train(str(TINY), config, str(tmp_path / "run"), progress=False, log=lambda s: None)
+    assert not (tmp_path / "run" / "run.json").exists()

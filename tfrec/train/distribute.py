@@ -66,6 +66,18 @@ def make_strategy(name: str, shard_bytes: int = 256 << 10) -> tf.distribute.Stra
     return tf.distribute.ParameterServerStrategy(resolver, partitioner)
 
 
+def check_mode(strategy: str, mode: str) -> None:
+    """Refuses sampled training (mode "sampled", or "auto" resolved to it) under a strategy: the
+    sampler runs eager TensorFlow ops from Python, and called from a per-replica tf.data
+    pipeline while the step waits on that pipeline they found no free inter-op thread (on 2
+    cores: no step in 5 minutes, where one device takes seconds)."""
+    if strategy != "default" and mode == "sampled":
+        raise TfrecError(f"train.strategy = \"{strategy}\" trains on the full graph only, but "
+                         "this run would sample subgraphs (train.mode, or \"auto\" above "
+                         "sample.auto_edges): set train.mode = \"full\", or strategy = "
+                         "\"default\"")
+
+
 def serve_cluster_task(name: str) -> bool:
     """With `name` "parameter_server" and TF_CONFIG naming this process a worker or ps task:
     serves the chief's steps and variables until the process is stopped, then True. Else
@@ -130,9 +142,9 @@ class Replicated:
     def epoch(self, shares, steps: int):
         """Yields the losses (replica means) of each of the `steps` steps of an epoch.
 
-        shares(pipeline, replicas) -> iterator over the epoch's steps, each a list of the step
-        inputs ({name: array or subgraph}) of `replicas` (a range of global replica ids), read
-        by input pipeline `pipeline` (one per host)."""
+        shares(replicas) -> iterator over the epoch's steps, each a list of the step inputs
+        ({name: array or subgraph}) of `replicas` (a range of global replica ids): each host's
+        input pipeline reads those of its own replicas."""
         local = len(self.strategy.extended.worker_devices)  # this host's replicas
 
         def dataset(context: tf.distribute.InputContext):
@@ -140,7 +152,7 @@ class Replicated:
             mine = range(first, first + local)
 
             def elements():  # consecutive elements go to consecutive replicas
-                for step in shares(context.input_pipeline_id, mine):
+                for step in shares(mine):
                     yield from step
 
             # infinite (only `steps` are read): a finite one would make tf.distribute build
@@ -163,6 +175,7 @@ class Coordinated:
             raise TfrecError(f"train.strategy = \"parameter_server\" trains one replica per "
                              f"worker, but each worker has {strategy.num_replicas_in_sync} "
                              "devices: make one visible per worker (CUDA_VISIBLE_DEVICES)")
+        del signature  # the chief's arrays go to a worker as they are
         self.strategy = strategy
         self.coordinator = tf.distribute.experimental.coordinator.ClusterCoordinator(strategy)
         self.graphs = None
@@ -183,7 +196,7 @@ class Coordinated:
         """Schedules the `steps` steps of an epoch (shares as for `Replicated.epoch`, read here
         on the chief), waits for them all, then yields each one's losses."""
         done = [self.coordinator.schedule(self.step, args=(self.graphs, inputs))
-                for (inputs,) in shares(0, range(1))]
+                for (inputs,) in shares(range(1))]
         assert len(done) == steps, (len(done), steps)
         self.coordinator.join()
         for losses in done:

@@ -265,6 +265,7 @@ class Trainer:
             self.trained = build(prepared, config, self.optimizers)
             self.objective = Objective(prepared, config, self.trained, self.batches)
         self.mode = training_mode(prepared, config)
+        distribute.check_mode(config.train.strategy, self.mode)
         self.graphs = SampledGraph(prepared, config) if self.mode == "sampled" \
             else FullGraph(self.trained.graph)
         self.metric = config.eval.early_stop
@@ -397,7 +398,7 @@ class Trainer:
     def _steps(self, epoch: int):
         """Runs the steps of `epoch`, yielding each one's losses {name: scalar}."""
         if self.runner is not None:
-            yield from self.runner.epoch(lambda pipeline, replicas: self._shares(epoch, replicas),
+            yield from self.runner.epoch(lambda replicas: self._shares(epoch, replicas),
                                          self.batches.steps)
             return
         for (inputs,) in self._shares(epoch):

@@ -48,12 +48,16 @@ def _train(schema: str, config: Config, run: RunDir, progress: bool, log) -> Run
     import resource
 
     start = time.perf_counter()
-    if config.model.kind != "popularity" and config.train.strategy != "default":
-        from tfrec.train.distribute import make_strategy
+    distributed = config.model.kind != "popularity" and config.train.strategy != "default"
+    if distributed:
+        from tfrec.train.distribute import check_mode, make_strategy
+        from tfrec.train.fit import training_mode
 
         make_strategy(config.train.strategy, config.train.shard_bytes)  # before any op
     prepared = prepare(schema, config, progress)
     _check_validation_split(prepared, config)
+    if distributed:
+        check_mode(config.train.strategy, training_mode(prepared, config))
     run.claim(schema, config)
     info = {"kind": config.model.kind}
     trains = config.model.kind != "popularity"
