@@ -85,7 +85,12 @@ class TrainConfig(Validated):
     weight_decay is L2 on the layer-0 states of the batch's users and items.
     mode: "full" embeds the whole training graph every step; "sampled" embeds a subgraph
     sampled around the batch's users and items ([sample], tfrec.data.sampling); "auto" samples
-    when the training interactions exceed sample.auto_edges."""
+    when the training interactions exceed sample.auto_edges.
+    strategy: the tf.distribute strategy of the training steps (tfrec.train.distribute):
+    "default" (one device), "mirrored" (this host's GPUs, else its logical CPU devices),
+    "multi_worker" (synchronous over the hosts of TF_CONFIG) or "parameter_server" (TF_CONFIG's
+    workers train, its ps tasks hold the variables, cut along their rows into shards of at
+    least shard_bytes, one per ps task at most)."""
 
     epochs: int = _range(40, 1, 100000)
     batch_size: int = _range(8192, 1, 1 << 20)
@@ -108,10 +113,20 @@ class TrainConfig(Validated):
     mode: str = dataclasses.field(default="auto", metadata={
         "choices": ("auto", "full", "sampled"),
         "note": '"full" graph, "sampled" subgraphs, or "auto" (by sample.auto_edges)'})
+    strategy: str = dataclasses.field(default="default", metadata={
+        "choices": ("default", "mirrored", "multi_worker", "parameter_server"),
+        "note": '"default" (one device), "mirrored", "multi_worker" or "parameter_server" '
+                '(the last two read TF_CONFIG)'})
+    shard_bytes: int = dataclasses.field(default=256 << 10, metadata={
+        "range": (1, None, None),
+        "note": "parameter_server: smallest shard of a variable, cut along its rows"})
 
     SECTION = "train"
 
     def check(self):
+        if self.xla and self.strategy != "default":
+            raise TfrecError(f"train.xla = true compiles the one-device step, but train.strategy "
+                             f"is {self.strategy!r}: set xla = false to train distributed")
         if self.negatives != "all" and not (re.fullmatch(r"[0-9]+", self.negatives)
                                             and int(self.negatives) > 0):
             raise TfrecError(f"config key train.negatives is {self.negatives!r}, but it must be "

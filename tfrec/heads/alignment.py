@@ -17,7 +17,8 @@ class AlignmentHead(tf.keras.layers.Layer):
     def __init__(self, temperature: float = 0.1, text_only: bool = False, **kwargs):
         super().__init__(**{"dtype": "float32", **kwargs})  # losses in float32
         self.temperature, self.text_only = temperature, text_only
-        loss = tf.keras.losses.CategoricalCrossentropy(from_logits=True)  # mean over the batch
+        # per row; `call` takes the mean (a Keras mean reduction is refused under tf.distribute)
+        loss = tf.keras.losses.CategoricalCrossentropy(from_logits=True, reduction="none")
         with float32_layers():
             self.task = tfrs.tasks.Retrieval(loss=loss, temperature=temperature,
                                              remove_accidental_hits=True)
@@ -35,7 +36,8 @@ class AlignmentHead(tf.keras.layers.Layer):
 
         def contrast(query, candidates):
             with float32_layers():  # TFRS makes its accidental-hit layer here
-                return self.task(query, candidates, candidate_ids=items, compute_metrics=False,
-                                 compute_batch_metrics=False)
+                return tf.reduce_mean(self.task(query, candidates, candidate_ids=items,
+                                                compute_metrics=False,
+                                                compute_batch_metrics=False))
 
         return 0.5 * (contrast(t, g) + contrast(g, t))

@@ -38,8 +38,9 @@ class RankingHead(tf.keras.layers.Layer):
         super().__init__(**{"dtype": "float32", **kwargs})  # losses in float32
         self.classification = classification
         self.scorer = PairScorer()
-        loss = (tf.keras.losses.BinaryCrossentropy(from_logits=True) if classification
-                else tf.keras.losses.MeanSquaredError())
+        # per row; `call` takes the mean (a Keras mean reduction is refused under tf.distribute)
+        loss = (tf.keras.losses.BinaryCrossentropy(from_logits=True, reduction="none")
+                if classification else tf.keras.losses.MeanSquaredError(reduction="none"))
         self.task = tfrs.tasks.Ranking(loss=loss)  # Keras losses cast labels to predictions
 
     def get_config(self):
@@ -48,5 +49,5 @@ class RankingHead(tf.keras.layers.Layer):
     def call(self, user_emb, item_emb, labels):
         """user_emb, item_emb: [B, D]; labels: [B] float32."""
         scores = self.scorer((user_emb, item_emb))
-        return self.task(labels=labels[:, None], predictions=scores[:, None],
-                         compute_metrics=False)
+        return tf.reduce_mean(self.task(labels=labels[:, None], predictions=scores[:, None],
+                                        compute_metrics=False))

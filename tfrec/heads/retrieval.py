@@ -32,9 +32,10 @@ class RetrievalHead(tf.keras.layers.Layer):
         self.candidates = tf.constant(candidates, tf.int32)
         self.temperature, self.negatives, self.chunk = temperature, negatives, chunk
         self.sampling = None if sampling is None else tf.constant(sampling, tf.float32)
-        # TFRS sums the loss over the batch by default; the mean keeps it on the scale of the
-        # other heads whatever the batch size.
-        loss = tf.keras.losses.CategoricalCrossentropy(from_logits=True)
+        # TFRS sums the loss over the batch by default; the mean (taken in `call`: a Keras
+        # mean reduction is refused under tf.distribute) keeps it on the scale of the other
+        # heads whatever the batch size.
+        loss = tf.keras.losses.CategoricalCrossentropy(from_logits=True, reduction="none")
         with float32_layers():
             self.task = tfrs.tasks.Retrieval(loss=loss, temperature=temperature,
                                              remove_accidental_hits=True)
@@ -85,8 +86,8 @@ class RetrievalHead(tf.keras.layers.Layer):
                 drawn = tf.fill(tf.shape(extra), self.negatives / tf.cast(n, tf.float32) / slots)
                 probability = tf.concat([in_batch, drawn], axis=0)
             with float32_layers():  # TFRS makes its accidental-hit layer here
-                losses.append(self.task(
+                losses.append(tf.reduce_mean(self.task(
                     user_emb[rows], tf.gather(item_table, ids), candidate_ids=ids,
                     candidate_sampling_probability=probability, score_mask=mask,
-                    compute_metrics=False, compute_batch_metrics=False))
+                    compute_metrics=False, compute_batch_metrics=False)))
         return tf.add_n(losses) / len(losses)

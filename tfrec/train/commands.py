@@ -51,6 +51,10 @@ def _train(args) -> int:
     if args.print_config:
         print(to_toml(config), end="")
         return 0
+    from tfrec.train.distribute import serve_cluster_task
+
+    if serve_cluster_task(config.train.strategy):  # a parameter-server cluster's worker or ps
+        return 0
     run_dir = args.run_dir or str(Path("runs") / Path(args.schema).stem)
     result = train(args.schema, config, run_dir, progress=not args.no_progress,
                    warm_start=args.warm_start)

@@ -27,6 +27,7 @@ from tfrec.heads.alignment import AlignmentHead
 from tfrec.heads.ranking import RankingHead
 from tfrec.heads.retrieval import RetrievalHead
 from tfrec.model.recommender import Embeddings, GraphRecommender, resolved
+from tfrec.train import distribute
 from tfrec.train.prepare import Prepared
 from tfrec.train.run_dir import RunDir
 from tfrec.train.tensorboard import Board
@@ -124,13 +125,13 @@ class Batches:
     seed: int
 
     @classmethod
-    def of(cls, prepared: Prepared, config: Config) -> "Batches":
+    def of(cls, prepared: Prepared, config: Config, replicas: int = 1) -> "Batches":
+        """The training pairs of `prepared`; B a multiple of replicas x chunk."""
         t = config.train
         users, items = prepared.split.pairs("train")
         labels = prepared.ranking_labels()
         n = len(users)
-        chunk = min(t.chunk, t.batch_size, n)
-        batch = chunk * (min(t.batch_size, n) // chunk)
+        batch, chunk = distribute.replica_rows(t.batch_size, t.chunk, n, replicas)
         return cls(users.astype(np.int32), items.astype(np.int32),
                    np.zeros(n, np.float32) if labels is None else labels, batch, chunk, t.seed)
 
@@ -246,22 +247,28 @@ def _fresh_items(items: np.ndarray, count: int, rng: np.random.Generator) -> np.
 
 class Trainer:
     """One run's training loop: `fit()` = restore -> (epoch: steps -> refresh text ->
-    validate -> checkpoint/early stop -> log) -> the best epoch's model."""
+    validate -> checkpoint/early stop -> log) -> the best epoch's model.
+    The steps run on one device, or on the replicas of `train.strategy`
+    (tfrec.train.distribute), whose scope holds the model and optimizers."""
 
     def __init__(self, prepared: Prepared, config: Config, run: RunDir, progress: bool, log,
                  init=None):
         self.prepared, self.config, self.run = prepared, config, run
         self.progress, self.log = progress, log
-        self.batches = Batches.of(prepared, config)
-        self.optimizers = {"optimizer": _optimizer(config, self.batches.steps)}
-        if prepared.sentence_encoder is not None:
-            self.optimizers["text_optimizer"] = tf.keras.optimizers.Adam(
-                config.text.learning_rate)
-        self.trained = build(prepared, config, self.optimizers)
-        if init is not None:  # e.g. a warm start's weights (a resumed run restores over them)
-            init(self.trained)
-        self.objective = Objective(prepared, config, self.trained, self.batches)
+        self.strategy = distribute.make_strategy(config.train.strategy, config.train.shard_bytes)
+        self.replicas = self.strategy.num_replicas_in_sync
+        with self.strategy.scope():
+            self.batches = Batches.of(prepared, config, self.replicas)
+            self.optimizers = {"optimizer": _optimizer(config, self.batches.steps)}
+            if prepared.sentence_encoder is not None:
+                self.optimizers["text_optimizer"] = tf.keras.optimizers.Adam(
+                    config.text.learning_rate)
+            self.trained = build(prepared, config, self.optimizers)
+            if init is not None:  # e.g. a warm start's weights (a resumed run restores over them)
+                init(self.trained)
+            self.objective = Objective(prepared, config, self.trained, self.batches)
         self.mode = training_mode(prepared, config)
+        distribute.check_mode(config.train.strategy, self.mode)
         self.graphs = SampledGraph(prepared, config) if self.mode == "sampled" \
             else FullGraph(self.trained.graph)
         self.metric = config.eval.early_stop
@@ -271,9 +278,25 @@ class Trainer:
         self.best = tf.train.CheckpointManager(ckpt, str(run.checkpoints / "best"),
                                                max_to_keep=1)
         self.step = self._step_function()
+        self.runner = None if config.train.strategy == "default" else distribute.runner(
+            self.strategy, self.step, self._signature(self.batches.batch // self.replicas),
+            None if self.mode == "sampled" else self.trained.graph)
+
+    def _signature(self, rows: int) -> dict:
+        """{input name: tf.TypeSpec} of a step's inputs for `rows` pairs (`_shares`)."""
+        f = self.config.text.finetune_items if self.prepared.sentence_encoder is not None else 0
+        pairs = tf.TensorSpec([rows], tf.int32)
+        signature = {"u_rows": pairs, "i_rows": pairs, "labels": tf.TensorSpec([rows], tf.float32),
+                     "fresh": tf.TensorSpec([f], tf.int32)}
+        if self.mode == "sampled":  # subgraphs change size every step: one trace for all
+            signature.update(graph=self.trained.graph.spec.relax(num_nodes=True, num_edges=True),
+                             candidates=tf.TensorSpec([None], tf.int32),
+                             item_rows=tf.TensorSpec([None], tf.int32))
+        return signature
 
     def _step_function(self):
-        """One optimisation step as a tf.function (XLA-compiled with train.xla)."""
+        """One optimisation step: on one device a tf.function (XLA-compiled with train.xla);
+        under a strategy the step of one replica, minimising its share of the mean loss."""
         t, model = self.config.train, self.trained.model
         backbone = model.sentence_encoder
         text_vars = backbone.trainable_variables if backbone is not None else []
@@ -286,21 +309,14 @@ class Trainer:
         scale = t.mixed_precision
         if scale:
             optimizer = tf.keras.mixed_precision.LossScaleOptimizer(optimizer)
-        signature = None
-        if self.mode == "sampled":  # subgraphs change size every step: one trace for all
-            b, f = self.batches.batch, self.config.text.finetune_items \
-                if self.prepared.sentence_encoder is not None else 0
-            rows = tf.TensorSpec([b], tf.int32)
-            signature = [self.trained.graph.spec.relax(num_nodes=True, num_edges=True), rows,
-                         rows, tf.TensorSpec([b], tf.float32), tf.TensorSpec([f], tf.int32),
-                         tf.TensorSpec([None], tf.int32), tf.TensorSpec([None], tf.int32)]
+        replicas = self.replicas
 
-        @tf.function(jit_compile=t.xla, input_signature=signature)
-        def step(graph, u_rows, i_rows, labels, fresh, candidates, item_rows):
+        def step(graph, u_rows, i_rows, labels, fresh, candidates=None, item_rows=None):
             with tf.GradientTape() as tape:
                 e = model.embed(graph, training=True, fresh_items=fresh)
                 losses = self.objective(e, u_rows, i_rows, labels, candidates, item_rows)
-                loss = optimizer.get_scaled_loss(losses["total"]) if scale else losses["total"]
+                loss = losses["total"] / replicas if replicas > 1 else losses["total"]
+                loss = optimizer.get_scaled_loss(loss) if scale else loss
             grads = tape.gradient(loss, other + text_vars)
             if scale:
                 grads = optimizer.get_unscaled_gradients(grads)
@@ -309,7 +325,14 @@ class Trainer:
                 text_optimizer.apply_gradients(zip(grads[len(other):], text_vars))
             return losses
 
-        return step
+        if t.strategy != "default":
+            return step
+        signature = None
+        if self.mode == "sampled":
+            s = self._signature(self.batches.batch)
+            signature = [s[k] for k in ("graph", "u_rows", "i_rows", "labels", "fresh",
+                                        "candidates", "item_rows")]
+        return tf.function(step, jit_compile=t.xla, input_signature=signature)
 
     def fit(self) -> tuple[Trained, FitReport]:
         """Trains until train.epochs or early stopping; returns the best epoch's model."""
@@ -352,20 +375,43 @@ class Trainer:
                  f"{float(ckpt.best.numpy()):.4f} at epoch {int(ckpt.best_epoch.numpy())})")
         return resumed
 
-    def _train_epoch(self, epoch: int, bar) -> dict[str, float]:
-        """Runs the steps of `epoch`; returns the mean of each loss component."""
+    def _shares(self, epoch: int, replicas=range(1)):
+        """Yields, for each step of `epoch`, the step inputs ({name: array, or the sampled
+        subgraph under "graph"}) of each replica in `replicas`: replica r's share is rows
+        [r b, (r + 1) b) of the batch, b = B / R (R = num_replicas_in_sync)."""
         count = self.config.text.finetune_items
         rng = np.random.default_rng([self.config.train.seed, epoch, 1])
+        b = self.batches.batch // self.replicas
+        for u, i, y in self.batches.epoch(epoch):
+            step = []
+            for r in replicas:
+                rows = slice(r * b, (r + 1) * b)
+                view = self.graphs.batch(u[rows], i[rows])
+                fresh = _fresh_items(view.items, count, rng) \
+                    if self.prepared.sentence_encoder is not None else np.zeros([0], np.int32)
+                inputs = {"u_rows": view.users, "i_rows": view.items, "labels": y[rows],
+                          "fresh": fresh}
+                candidates = self.objective.candidates(view)
+                if candidates is not None:
+                    inputs.update(graph=view.graph, candidates=candidates,
+                                  item_rows=view.item_rows)
+                step.append(inputs)
+            yield step
+
+    def _steps(self, epoch: int):
+        """Runs the steps of `epoch`, yielding each one's losses {name: scalar}."""
+        if self.runner is not None:
+            yield from self.runner.epoch(lambda replicas: self._shares(epoch, replicas),
+                                         self.batches.steps)
+            return
+        for (inputs,) in self._shares(epoch):
+            graph = inputs.pop("graph", self.trained.graph)
+            yield self.step(graph, **{k: tf.constant(v) for k, v in inputs.items()})
+
+    def _train_epoch(self, epoch: int, bar) -> dict[str, float]:
+        """Runs the steps of `epoch`; returns the mean of each loss component."""
         sums: dict[str, float] = {}
-        for s, (u, i, y) in enumerate(self.batches.epoch(epoch)):
-            view = self.graphs.batch(u, i)
-            fresh = _fresh_items(view.items, count, rng) \
-                if self.prepared.sentence_encoder is not None else np.zeros([0], np.int32)
-            candidates = self.objective.candidates(view)
-            losses = self.step(view.graph, tf.constant(view.users), tf.constant(view.items),
-                               tf.constant(y), tf.constant(fresh),
-                               None if candidates is None else tf.constant(candidates),
-                               None if view.item_rows is None else tf.constant(view.item_rows))
+        for s, losses in enumerate(self._steps(epoch)):
             for k, v in losses.items():
                 sums[k] = sums.get(k, 0.0) + float(v)
             if not math.isfinite(sums["total"]):

@@ -30,11 +30,13 @@ def train(schema: str, config: Config, run_dir: str, progress: bool = True,
       1. lock and check the run folder (refuse another trainer, schema or config; resume the
          same run; damaged checkpoints are refused naming the file); with `warm_start` (an old
          run folder), check it against the schema and config (tfrec.train.warm_start);
-      2. prepare: tables -> GraphData -> split -> text embeddings -> model inputs; map the old
-         run's vocabularies onto the new ones;
+      2. join the cluster of train.strategy, if any (tfrec.train.distribute: before the first
+         TensorFlow op), and prepare: tables -> GraphData -> split -> text embeddings -> model
+         inputs; map the old run's vocabularies onto the new ones;
       3. claim the run folder (run.json, vocab/), now that the data and mapping are valid;
-      4. fit (from the old run's weights with `warm_start`) (the GNN, or MF: the same model without message passing; early-stopped on the
-         validation metric `eval.early_stop`) or count popularity;
+      4. fit (from the old run's weights with `warm_start`; the GNN, or MF: the same model
+         without message passing; early-stopped on the validation metric `eval.early_stop`)
+         or count popularity;
       5. evaluate the best model on valid, test and the cold-start slice of test;
       6. write metrics.json and, in RUN_DIR/logs, the HParams record (the config, ranked by the
          final model's VALIDATION metrics; test is logged beside, never declared to HParams)
@@ -54,10 +56,18 @@ def _train(schema: str, config: Config, run: RunDir, progress: bool, log,
     import resource
 
     start = time.perf_counter()
+    distributed = config.model.kind != "popularity" and config.train.strategy != "default"
+    if distributed:
+        from tfrec.train.distribute import check_mode, make_strategy
+        from tfrec.train.fit import training_mode
+
+        make_strategy(config.train.strategy, config.train.shard_bytes)  # before any op
     prepared = prepare(schema, config, progress)
     _check_validation_split(prepared, config)
     if warm is not None:
         warm.map(prepared.data.node_ids)
+    if distributed:
+        check_mode(config.train.strategy, training_mode(prepared, config))
     run.claim(schema, config)
     run.write_vocab(prepared.data.node_ids)
     info = {"kind": config.model.kind}
