@@ -7,10 +7,12 @@
 """
 
 import dataclasses
+import json
 import os
 import time
 from pathlib import Path
 
+from tfrec.atomic import write_text_atomic
 from tfrec.config import Config, SearchConfig
 from tfrec.errors import TfrecError
 from tfrec.train.run_dir import RunDir
@@ -56,7 +58,8 @@ def search(schema: str, config: Config, run_dir: str, progress: bool = True,
       4. trials until search.trials or budget_minutes: each trains one config early-stopped
          (and median-stopped) on the VALIDATION split, recorded as completed or failed;
       5. RUN_DIR/leaderboard.csv, the table, RUN_DIR/best.toml;
-      6. the winner's test metrics, reported once (its trial checkpoint is reused).
+      6. the winner's valid and test metrics, computed once (its trial checkpoint is reused,
+         or it is trained here if another machine ran it), in RUN_DIR/winner.json.
     A worker does stages 1, 3 and 4 only and returns None."""
     from tfrec.search.tuner import ModelInputs
 
@@ -64,6 +67,7 @@ def search(schema: str, config: Config, run_dir: str, progress: bool = True,
     inputs = ModelInputs(schema, config)
     if role() == "worker":
         _check(config, inputs)
+        _wait_for_chief(log)  # the chief claims RUN_DIR first, if it is the same folder
         _tuner(inputs, RunDir(run_dir).path, start, log).search()
         log(f"search worker {os.environ['KERASTUNER_TUNER_ID']}: no trial left")
         return None
@@ -84,6 +88,16 @@ def _check(config: Config, inputs) -> None:
     from tfrec.search.space import check_base
 
     check_base(config, len(inputs.graph().data.schema.text_features))
+
+
+def _wait_for_chief(log) -> None:
+    """Blocks until the chief's oracle accepts connections (it serves once RUN_DIR is claimed)."""
+    import grpc
+
+    address = f"{os.environ['KERASTUNER_ORACLE_IP']}:{os.environ['KERASTUNER_ORACLE_PORT']}"
+    log(f"search worker {os.environ['KERASTUNER_TUNER_ID']}: waiting for the chief at {address}")
+    with grpc.insecure_channel(address) as channel:
+        grpc.channel_ready_future(channel).result()
 
 
 def _tuner(inputs, path: Path, start: float, log):
@@ -118,4 +132,6 @@ def _report(schema: str, config: Config, path: Path, oracle, seconds: float,
         metrics = evaluate_run(str(trial_dir))
     else:  # trained on another machine: train it here
         metrics = train(schema, best_cfg, str(path / "winner"), progress=False, log=log).metrics
+    write_text_atomic(path / "winner.json", json.dumps(
+        {"trial": trial_id, name: score, "metrics": metrics}, indent=1))
     return SearchResult(table, trial_id, score, metrics, seconds)

@@ -27,7 +27,8 @@ def hyperparameters(search: SearchConfig) -> kt.HyperParameters:
         parents = [c for c in USED_BY.get(key, search.conv) if c in search.conv]
         if not parents:  # no searched conv uses it: the base config's value stands
             continue
-        condition = dict(parent_name="conv", parent_values=parents) if key in USED_BY else {}
+        condition = dict(parent_name="conv", parent_values=parents) \
+            if len(parents) < len(search.conv) else {}
         if len(values) == 1:
             hp.Fixed(key, values[0], **condition)
         elif isinstance(values[0], bool):
