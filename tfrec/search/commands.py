@@ -28,7 +28,6 @@ def register(sub) -> None:
     p.add_argument("--run-dir", help="search folder (default: runs/search-<schema name>)")
     p.add_argument("--print-config", action="store_true",
                    help="print the effective config (with [search]) as TOML and exit")
-    p.add_argument("--no-progress", action="store_true", help="(accepted; trials log lines)")
     p.set_defaults(func=_search)
 
 

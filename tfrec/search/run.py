@@ -46,7 +46,7 @@ def _resumable(config: Config) -> Config:
         config.search, trials=d.trials, budget_minutes=d.budget_minutes))
 
 
-def search(schema: str, config: Config, run_dir: str, progress: bool = True,
+def search(schema: str, config: Config, run_dir: str,
            log=lambda line: print(line, flush=True)) -> SearchResult | None:
     """Stages:
       1. check the space against the base config and the schema (one sentence if invalid),
