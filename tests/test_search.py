@@ -285,18 +285,20 @@ def test_a_chief_and_two_workers_search_together(tmp_path):
     assert sum(ran) == 3 and min(ran) >= 1, ran
 
 
-@pytest.mark.parametrize("strategy", ["evolution", "random", "bayesian"])
+@pytest.mark.parametrize("strategy", [  # a Bayesian proposal takes ~10-30 s (scipy L-BFGS)
+    "evolution", "random", pytest.param("bayesian", marks=pytest.mark.slow)])
 def test_each_strategy_proposes_designs_of_the_space_and_honours_the_budgets(tmp_path,
                                                                                strategy):
     from tfrec.search.oracles import make_oracle
     from tfrec.search.space import USED_BY
 
-    config = Config(search=SearchConfig(strategy=strategy, trials=7, population=3, sample=2))
+    # 3 initial (random) designs, then 2 of the strategy's own
+    config = Config(search=SearchConfig(strategy=strategy, trials=5, population=3, sample=2))
     oracle = make_oracle(config, "score", deadline=None, log=lambda line: None)
     oracle._set_project_dir(str(tmp_path), strategy)
     oracle.verbose = 0
     space = config.search
-    for _ in range(7):
+    for _ in range(5):
         trial = oracle.create_trial("tuner0")
         values = trial.hyperparameters.values
         for key in SearchConfig.MODEL_KEYS + SearchConfig.TRAIN_KEYS:
@@ -306,7 +308,7 @@ def test_each_strategy_proposes_designs_of_the_space_and_honours_the_budgets(tmp
         oracle.update_trial(trial.trial_id, {"score": values["layers"] / 10})
         trial.status = TrialStatus.COMPLETED
         oracle.end_trial(trial)
-    assert oracle.create_trial("tuner0").status == TrialStatus.STOPPED  # --trials 7
+    assert oracle.create_trial("tuner0").status == TrialStatus.STOPPED  # --trials 5
     late = make_oracle(config, "score", deadline=0.0, log=lambda line: None)  # minutes spent
     late._set_project_dir(str(tmp_path), strategy + "-late")
     assert late.create_trial("tuner0").status == TrialStatus.STOPPED
