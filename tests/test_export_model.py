@@ -189,6 +189,8 @@ def test_warmup_requests_cover_every_signature_and_run(full):
     logs = [prediction_log_pb2.PredictionLog.FromString(r.numpy()) for r in records]
     names = [log.predict_log.request.model_spec.signature_name for log in logs]
     assert names == ["serving_default", "history", "score", "similar_items", "item_text"]
+    # Named after the base folder, the name `tfrec serve` (and TF Serving's models.config) use.
+    assert {log.predict_log.request.model_spec.name for log in logs} == {path.parent.name}
     for log in logs:
         request = log.predict_log.request
         inputs = {key: tf.constant(tf.make_ndarray(proto)) for key, proto in request.inputs.items()}

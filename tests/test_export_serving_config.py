@@ -5,6 +5,9 @@ nor MonitoringConfig; for those two this test declares the messages itself with 
 field names and types, so a misspelt field still fails to parse.
 """
 
+import importlib.metadata
+import os
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -103,20 +106,30 @@ def test_monitoring_config_enables_prometheus():
     assert config.prometheus_config.path == "/monitoring/prometheus/metrics"
 
 
-def test_compose_runs_gpu_serving_with_these_files():
+def _service():
     yaml = pytest.importorskip("yaml")
     compose = yaml.safe_load((SERVING / "docker-compose.yml").read_text(encoding="utf-8"))
     (service,) = compose["services"].values()
-    assert service["image"] == "tensorflow/serving:latest-gpu"
+    return service
+
+
+def test_compose_runs_gpu_serving_with_these_files():
+    service = _service()
+    # The TF Serving release of the pinned stack (tensorflow-serving-api 2.21.0), never latest.
+    release = importlib.metadata.version("tensorflow-serving-api")
+    assert service["image"] == f"tensorflow/serving:{release}-gpu"
     assert {"8500:8500", "8501:8501"} <= set(service["ports"])
     mounts = dict(_mount(volume) for volume in service["volumes"])
     assert mounts["/models/tfrec"]
     flags = dict(flag.lstrip("-").split("=", 1) for flag in service["command"])
     for flag, name in [("model_config_file", "models.config"),
-                       ("batching_parameters_file", "batching_parameters.txt"),
                        ("monitoring_config_file", "monitoring.config")]:
         assert mounts[flags[flag]] == f"./{name}" and (SERVING / name).is_file()
+    assert mounts["/config/batching_parameters.txt"] == "./batching_parameters.txt"
+    assert flags["batching_parameters_file"] == "/tmp/batching_parameters.txt"  # see below
     assert flags["enable_batching"] == "true"
+    health = service["healthcheck"]
+    assert "/v1/models/tfrec" in health["test"][-1] and "AVAILABLE" in health["test"][-1]
     assert int(flags["model_config_file_poll_wait_seconds"]) > 0
     (device,) = service["deploy"]["resources"]["reservations"]["devices"]
     assert device["driver"] == "nvidia" and "gpu" in device["capabilities"]
@@ -126,3 +139,19 @@ def _mount(volume: str) -> tuple[str, str]:
     """'host:container[:ro]' -> (container, host); the host part may hold ${VAR:-default}."""
     parts = volume.rsplit(":", 2) if volume.endswith((":ro", ":rw")) else volume.rsplit(":", 1)
     return parts[1], parts[0]
+
+
+def test_compose_entrypoint_sets_num_batch_threads_to_the_cores(tmp_path):
+    """Runs the compose entrypoint's shell script here, with this machine's paths and `echo`
+    for the server: the rewritten file parses and has one batch thread per core."""
+    script = _service()["entrypoint"][2].replace("$$", "$")
+    script = script.replace("/config/batching_parameters.txt",
+                            str(SERVING / "batching_parameters.txt"))
+    script = script.replace("/tmp/batching_parameters.txt", str(tmp_path / "b.txt"))
+    script = script.replace("exec tensorflow_model_server", "exec echo")
+    out = subprocess.run(["sh", "-c", script, "server", "--port=8500"], capture_output=True,
+                         text=True, check=True).stdout
+    assert out == "--port=8500\n"  # the command's flags reach the server
+    params = text_format.Parse((tmp_path / "b.txt").read_text(), _batching_parameters_class()())
+    assert params.num_batch_threads.value == len(os.sched_getaffinity(0))  # what nproc counts
+    assert params.max_batch_size.value == 64

@@ -1,6 +1,10 @@
 """Version folders: increasing, never replaced, atomic; bad artifacts fail in one sentence."""
 
 import dataclasses
+import os
+import subprocess
+import sys
+import time
 
 import numpy as np
 import pytest
@@ -90,13 +94,42 @@ def test_a_version_written_meanwhile_is_not_replaced(tmp_path, monkeypatch):
     # Another exporter finishes version 1 while this one is still writing its files.
     real_write_warmup = versions._write_warmup
 
-    def racing_write_warmup(artifacts, path):
+    def racing_write_warmup(*args, **kwargs):
         (tmp_path / "1").mkdir()
         (tmp_path / "1" / "saved_model.pb").write_text("the other export")
-        real_write_warmup(artifacts, path)
+        real_write_warmup(*args, **kwargs)
 
     monkeypatch.setattr(versions, "_write_warmup", racing_write_warmup)
     with pytest.raises(TfrecError, match="could not move the export into"):
         export_model(make_artifacts(), tmp_path)
     assert (tmp_path / "1" / "saved_model.pb").read_text() == "the other export"
     assert _entries(tmp_path) == ["1"]
+
+
+def test_the_next_export_removes_only_stale_staging_folders(tmp_path):
+    """A killed export's folder goes; a running export's (locked) and a just-created one stay."""
+    killed = tmp_path / ".export-2-killed"
+    killed.mkdir()
+    (killed / ".lock").write_text("")  # its process is gone, so nobody holds the lock
+    old_unlocked = tmp_path / ".export-3-old"
+    old_unlocked.mkdir()
+    hour_ago = time.time() - 3600
+    os.utime(old_unlocked, (hour_ago, hour_ago))
+    young_unlocked = tmp_path / ".export-4-young"
+    young_unlocked.mkdir()
+    running = tmp_path / ".export-5-running"
+    running.mkdir()
+    holder = subprocess.Popen(  # another process holding the lock, as a live export does
+        [sys.executable, "-c", "import fcntl, os, sys; fd = os.open(sys.argv[1], os.O_RDWR | "
+         "os.O_CREAT); fcntl.flock(fd, fcntl.LOCK_EX); print('locked', flush=True); "
+         "sys.stdin.read()", str(running / ".lock")],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline() == "locked\n"
+        assert export_model(make_artifacts(), tmp_path) == tmp_path / "1"
+        assert _entries(tmp_path) == [".export-4-young", ".export-5-running", "1"]
+    finally:
+        holder.communicate("")
+    # Its holder gone (a kill releases the lock too), the next export removes it.
+    assert versions.remove_stale_exports(tmp_path) == [running]
+    assert not (tmp_path / "1" / ".lock").exists()  # versions carry no lock file

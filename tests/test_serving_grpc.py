@@ -288,6 +288,14 @@ def test_query_errors_are_one_sentence(served, capsys, argv, message):
     assert err.count("\n") == 1
 
 
+@pytest.mark.parametrize("k", ["99999999999", "0"])
+def test_query_k_outside_int32_is_one_sentence(served, capsys, k):
+    assert cli.main(["query", "--server", served[0], "--model", MODEL, "--user", "u1",
+                     "--k", k]) == 2
+    assert capsys.readouterr().err == (
+        f"tfrec: error: --k must be between 1 and 2147483647 (k is an int32), got {k}.\n")
+
+
 def test_query_unreachable_server(capsys):
     with ServingClient("127.0.0.1:1", timeout=5) as client:  # port 1: nothing listens
         with pytest.raises(tfrec.TfrecError, match="no model server reachable at 127.0.0.1:1"):

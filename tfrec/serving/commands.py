@@ -6,20 +6,24 @@ import logging
 import unicodedata
 from pathlib import Path
 
+INT32_MAX = 2**31 - 1
+
 
 def register(sub) -> None:
     serve = sub.add_parser(
         "serve",
-        help="serve a model base folder over gRPC with TF Serving's API",
+        help="serve a model base folder with TF Serving's gRPC (and REST) API",
         description="Serve the newest numbered version of a model base folder (BASE/1, BASE/2, "
         "... each a SavedModel from `tfrec export`) with TF Serving's gRPC API: "
-        "PredictionService Predict and GetModelMetadata, ModelService GetModelStatus. A newer "
-        "version folder is picked up while running without failing requests in flight. "
-        "SIGTERM or Ctrl-C stops it cleanly (exit 0).",
+        "PredictionService Predict and GetModelMetadata, ModelService GetModelStatus; with "
+        "--rest-port also its REST API, Prometheus metrics and /healthz. A newer version "
+        "folder is picked up while running without failing requests in flight; a removed one "
+        "is unloaded. SIGTERM or Ctrl-C stops it cleanly (exit 0).",
         epilog="Bad requests get INVALID_ARGUMENT (unknown signature or id, missing, extra or "
         "mistyped input, empty or oversized batch, k out of range), NOT_FOUND (unknown model "
-        "or version) or RESOURCE_EXHAUSTED (message above --max-message-mb). Example: tfrec "
-        "serve --model-base models/tfrec --num-versions 2",
+        "or version) or RESOURCE_EXHAUSTED (request or answer above --max-message-mb); over "
+        "REST, HTTP 400, 404 or 429 with {\"error\": ...}. Example: tfrec serve --model-base "
+        "models/tfrec --num-versions 2 --rest-port 8501",
     )
     serve.add_argument("--model-base", required=True, type=Path, metavar="BASE",
                        help="folder holding integer-named SavedModel version folders")
@@ -29,6 +33,14 @@ def register(sub) -> None:
                        help="address to bind (default: %(default)s; 0.0.0.0 for all interfaces)")
     serve.add_argument("--port", type=int, default=8500,
                        help="gRPC port (default: %(default)s, as TF Serving; 0 = any free port)")
+    serve.add_argument("--rest-port", type=int, metavar="PORT",
+                       help="also serve TF Serving's REST API (POST /v1/models/NAME:predict, "
+                       "GET /v1/models/NAME[/metadata]), Prometheus metrics at "
+                       "/monitoring/prometheus/metrics and /healthz on this port (TF Serving "
+                       "uses 8501; default: no REST; 0 = any free port)")
+    serve.add_argument("--access-log", action="store_true",
+                       help="log one line per request (peer, API, method, model, signature, "
+                       "status, milliseconds) to the 'tfrec.access' logger")
     serve.add_argument("--poll-seconds", type=float, default=1.0, metavar="S",
                        help="look for a new version every S seconds (default: %(default)s; "
                        "0 = never)")
@@ -39,6 +51,10 @@ def register(sub) -> None:
                        help="most rows per request (default: %(default)s)")
     serve.add_argument("--max-message-mb", type=int, default=16, metavar="MB",
                        help="gRPC message size limit (default: %(default)s)")
+    serve.add_argument("--batch-threads", type=int, default=1, metavar="N",
+                       help="merge concurrent requests of a signature into one TF call, with "
+                       "up to N such calls at once (default: %(default)s, the fastest on 2 "
+                       "cores; 0 = no batching)")
     serve.add_argument("--workers", type=int, default=16,
                        help="request-handling threads (default: %(default)s)")
     serve.add_argument("--grace-seconds", type=float, default=5.0, metavar="S",
@@ -50,13 +66,17 @@ def register(sub) -> None:
         "query",
         help="ask a model server (tfrec serve or TF Serving) for recommendations",
         description="Top-k recommendations for a user (signature serving_default) or for a "
-        "history of item ids (signature history) from a gRPC model server, printed as a table "
-        "or as JSON. Uses only TF Serving's standard protos.",
+        "history of item ids (signature history) from a model server over gRPC (or REST with "
+        "--rest), printed as a table or as JSON. Uses only TF Serving's standard API.",
         epilog="Examples: tfrec query --model tfrec --user 196 --k 5; tfrec query --model "
-        "tfrec --history 50,172,181 --json",
+        "tfrec --history 50,172,181 --json; tfrec query --rest --model tfrec --user 196",
     )
-    query.add_argument("--server", default="127.0.0.1:8500", metavar="HOST:PORT",
-                       help="model server address (default: %(default)s)")
+    query.add_argument("--server", metavar="HOST:PORT",
+                       help="model server address (default: 127.0.0.1:8500, or "
+                       "127.0.0.1:8501 with --rest)")
+    query.add_argument("--rest", action="store_true",
+                       help="ask over TF Serving's REST API (tfrec serve --rest-port) instead "
+                       "of gRPC")
     query.add_argument("--model", required=True, metavar="NAME", help="served model name")
     who = query.add_mutually_exclusive_group(required=True)
     who.add_argument("--user", metavar="ID", help="a user id known to the model")
@@ -76,7 +96,9 @@ def run_serve(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     return serve(ServeConfig(
         model_base=args.model_base, model_name=args.model_name, host=args.host,
-        port=args.port, poll_seconds=args.poll_seconds, num_versions=args.num_versions,
+        port=args.port, rest_port=args.rest_port, access_log=args.access_log,
+        batch_threads=args.batch_threads,
+        poll_seconds=args.poll_seconds, num_versions=args.num_versions,
         max_batch=args.max_batch,
         max_message_mb=args.max_message_mb, workers=args.workers,
         grace_seconds=args.grace_seconds,
@@ -85,14 +107,18 @@ def run_serve(args: argparse.Namespace) -> int:
 
 def run_query(args: argparse.Namespace) -> int:
     from tfrec.errors import TfrecError
-    from tfrec.serving.client import ServingClient
+    from tfrec.serving.client import RestClient, ServingClient
 
+    if not 1 <= args.k <= INT32_MAX:
+        raise TfrecError(f"--k must be between 1 and {INT32_MAX} (k is an int32), got {args.k}.")
     history = None
     if args.history is not None:
         history = [h.strip() for h in args.history.split(",") if h.strip()]
         if not history:
             raise TfrecError("--history needs at least one item id.")
-    with ServingClient(args.server, timeout=args.timeout) as client:
+    client_class = RestClient if args.rest else ServingClient
+    server = args.server or ("127.0.0.1:8501" if args.rest else "127.0.0.1:8500")
+    with client_class(server, timeout=args.timeout) as client:
         items = client.recommend(args.model, user=args.user, history=history, k=args.k)
     if args.json:
         print(json.dumps({"items": [

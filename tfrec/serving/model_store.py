@@ -9,12 +9,20 @@ newest `num_versions` versions are served, a request without a version gets the 
 thread checks the base folder every `poll_seconds`; a newer version is loaded (and warmed up)
 beside the current ones, then the served set is swapped in one assignment: requests in flight
 finish on the old version, which is freed when the last of them drops it. A version that fails to
-load is logged and not retried until its files change; the current versions keep serving. If a
-served version's folder is removed, the newest remaining ones are served instead.
+load is logged and not retried until its files change; the current versions keep serving.
+
+As TF Serving's file-system source: a served version whose folder disappears is unloaded (status
+END; with no version folder left nothing is served and requests get NOT_FOUND), and a folder that
+reappears under a served number (another export reusing the number) is loaded again, replacing
+the copy in memory once the new one is warmed up. A folder is told apart from its predecessor by
+its identity on disk (the inodes of the folder and its saved_model.pb, and the file's size and
+change time, which no copy preserves).
 """
 
+import ctypes
 import dataclasses
 import functools
+import gc
 import logging
 import threading
 import time
@@ -71,6 +79,7 @@ class Servable:
 
     def __init__(self, path: Path, version: int):
         self.path, self.version = path, version
+        self.identity = folder_identity(path)  # read before loading: a later change reloads
         meta_graph = _read_meta_graph(path)
         self.signature_defs = get_model_metadata_pb2.SignatureDefMap()
         self.signature_defs.signature_def.MergeFrom(meta_graph.signature_def)
@@ -81,6 +90,7 @@ class Servable:
             for name, sig_def in meta_graph.signature_def.items()
             if name != _INIT_OP
         }
+        self.num_items, self.bytes_per_result = _result_size(self._loaded)
 
     def __repr__(self) -> str:
         return f"Servable(version={self.version}, path={str(self.path)!r})"
@@ -115,6 +125,7 @@ class ModelStore:
         self._served: dict[int, Servable] = {}  # replaced, never mutated
         self._status: dict[int, VersionStatus] = {}
         self._failed: dict[int, tuple] = {}  # version -> files fingerprint at the failed load
+        self._poll_changed = False
         self._lock = threading.Lock()  # guards _status
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -168,6 +179,9 @@ class ModelStore:
     def get(self, version: int | None = None) -> Servable:
         """A served version (the newest when `version` is None) or NOT_FOUND."""
         served = self._served
+        if not served:
+            raise not_found(f"model '{self.name}' has no version to serve: no version folder "
+                            f"is left under {self.base}")
         if version is None:
             return served[max(served)]
         servable = served.get(version)
@@ -194,18 +208,32 @@ class ModelStore:
         """Serves the newest `num_versions` ready versions; True if the served set changed.
 
         Versions that fail to load are skipped (until their files change); if none of the
-        wanted versions can be served, the current set stays.
+        wanted versions can be served, the current set stays. After a change the unloaded
+        versions are freed at once: a loaded SavedModel leaves reference cycles (traced
+        functions and their graphs) that only the cyclic collector frees, and left to its own
+        pace every swap kept ~10 MB more (the server's RSS grew with each version).
         """
+        changed = self._poll()
+        if changed:
+            release_memory()
+        return changed
+
+    def _poll(self) -> bool:
         versions = ready_versions(self.base)
         wanted = sorted(versions, reverse=True)[: self.num_versions]
         served = self._served
-        new = {v: served[v] for v in wanted if v in served}
+        stale = {v for v in served  # folder gone, or replaced by another export
+                 if v not in versions or served[v].identity != folder_identity(versions[v])}
+        new = {v: served[v] for v in wanted if v in served and v not in stale}
         for version in wanted:
             if version in new:
                 continue
             fingerprint = _fingerprint(versions[version])
             if self._failed.get(version) == fingerprint:
                 continue
+            if version in stale:
+                log.info("version %d of model %s was replaced on disk: reloading it",
+                         version, self.name)
             try:
                 new[version] = self._load(version, versions[version])
             except Exception as e:  # a bad version must never stop the current ones serving
@@ -214,7 +242,12 @@ class ModelStore:
                                                type(e).__name__))
                 log.error("version %d of model %s failed to load, still serving %s: %s",
                           version, self.name, self.versions, e)
-        if not new or new.keys() == served.keys():
+        for version in sorted(stale - new.keys()):
+            log.warning("version %d of model %s: its folder is gone or replaced, unloading it",
+                        version, self.name)
+        if not new and not stale:  # nothing loadable, nothing removed: keep serving
+            return False
+        if new.keys() == served.keys() and all(new[v] is served[v] for v in new):
             return False
         self._swap(new)
         return True
@@ -222,7 +255,9 @@ class ModelStore:
     def _poll_loop(self) -> None:
         while not self._stop.wait(self.poll_seconds):
             try:
-                self.poll_once()
+                if self._poll_changed:  # versions unloaded by the last poll that requests in
+                    release_memory()    # flight still held then are garbage now
+                self._poll_changed = self.poll_once()
             except Exception:  # e.g. the base folder is briefly unreadable
                 log.exception("polling %s failed", self.base)
 
@@ -241,15 +276,38 @@ class ModelStore:
     def _swap(self, new: dict[int, Servable]) -> None:
         """Serves `new` from now on: one reference assignment; requests in flight keep theirs."""
         old, self._served = self._served, new
-        for version in new.keys() - old.keys():
-            self._set_status(VersionStatus(version, AVAILABLE))
+        for version, servable in new.items():
+            if old.get(version) is not servable:
+                self._set_status(VersionStatus(version, AVAILABLE))
         for version in old.keys() - new.keys():
-            self._set_status(VersionStatus(version, END))
-        log.info("model %s now serves version(s) %s", self.name, self.versions)
+            with self._lock:
+                if self._status[version].state != END:  # keep a failed reload's error
+                    self._status[version] = VersionStatus(version, END)
+        log.info("model %s now serves version(s) %s", self.name, self.versions or "none")
 
     def _set_status(self, status: VersionStatus) -> None:
         with self._lock:
             self._status[status.version] = status
+
+
+def release_memory() -> None:
+    """Collects reference cycles, then hands the freed heap pages back to the system (glibc's
+    malloc_trim: the request threads' malloc arenas otherwise keep them, and the RSS grows)."""
+    gc.collect()
+    if _LIBC is not None:
+        _LIBC.malloc_trim(0)
+
+
+def _libc():
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        libc.malloc_trim  # noqa: B018  (glibc only)
+        return libc
+    except (OSError, AttributeError):
+        return None
+
+
+_LIBC = _libc()
 
 
 def ready_versions(base: Path) -> dict[int, Path]:
@@ -264,6 +322,34 @@ def ready_versions(base: Path) -> dict[int, Path]:
         if name.isascii() and name.isdigit() and (child / "saved_model.pb").is_file():
             found[int(name)] = child
     return found
+
+
+def folder_identity(path: Path) -> tuple:
+    """What tells a version folder from another one later written under the same number."""
+    try:
+        folder, graph = path.stat(), (path / "saved_model.pb").stat()
+    except OSError:  # removed meanwhile
+        return ()
+    return folder.st_ino, graph.st_dev, graph.st_ino, graph.st_size, graph.st_ctime_ns
+
+
+def _result_size(loaded) -> tuple[int, int]:
+    """(items, an upper bound on the bytes of one top-k result in a PredictResponse) for a tfrec
+    model (its item_ids and item_titles tables, see export/CONTRACT.md); (0, 0) for others.
+
+    A result is an item id and a title (string_val: tag, length varint, bytes) and a float
+    score (4 bytes of tensor_content).
+    """
+    ids, titles = getattr(loaded, "item_ids", None), getattr(loaded, "item_titles", None)
+    if ids is None or titles is None:
+        return 0, 0
+    longest = [int(tf.reduce_max(tf.strings.length(t))) if tf.size(t) else 0
+               for t in (ids, titles)]
+    return int(tf.size(ids)), sum(n + 1 + _varint_size(n) for n in longest) + 4
+
+
+def _varint_size(n: int) -> int:
+    return max(1, (n.bit_length() + 6) // 7)
 
 
 def _read_meta_graph(path: Path) -> meta_graph_pb2.MetaGraphDef:

@@ -6,7 +6,9 @@ Status codes (TF Serving's where it has one):
                     bad request it is), unknown version label, missing / extra / mistyped /
                     misshapen input, empty batch, batch above --max-batch, unknown output_filter
                     name, InvalidArgumentError raised in the graph (unknown id, k out of range).
-  RESOURCE_EXHAUSTED a request above the gRPC message size limit (raised by gRPC itself).
+  RESOURCE_EXHAUSTED a request above the gRPC message size limit (raised by gRPC itself), or
+                    one whose answer (rows x k results) could exceed it: refused before
+                    computing.
   UNIMPLEMENTED     Classify, Regress, MultiInference, HandleReloadConfigRequest.
 Other tf.errors keep their code (TF and gRPC share the numbering); anything else is INTERNAL.
 """
@@ -14,6 +16,7 @@ Other tf.errors keep their code (TF and gRPC share the numbering); anything else
 import logging
 import math
 import re
+import time
 from typing import NoReturn
 
 import grpc
@@ -33,8 +36,10 @@ from tensorflow_serving.apis import (  # noqa: E402
     prediction_service_pb2_grpc,
 )
 
-from tfrec.serving import tensors  # noqa: E402
+from tfrec.serving import batching, tensors  # noqa: E402
+from tfrec.serving.batching import Batcher  # noqa: E402
 from tfrec.serving.model_store import ModelStore, Servable, Signature  # noqa: E402
+from tfrec.serving.monitoring import Monitor  # noqa: E402
 
 log = logging.getLogger("tfrec.serving")
 
@@ -62,17 +67,19 @@ def resolve(store: ModelStore, spec) -> Servable:
 
 
 def predict_on(servable: Servable, request: predict_pb2.PredictRequest, max_batch: int,
-               model_name: str) -> predict_pb2.PredictResponse:
-    """Runs one PredictRequest on `servable`; RequestError for a bad request."""
+               model_name: str, max_answer_bytes: int | None = None,
+               batcher: Batcher | None = None) -> predict_pb2.PredictResponse:
+    """Runs one PredictRequest on `servable` (merged with concurrent ones by `batcher`, if
+    given); RequestError for a bad request, raised before any computing for an answer that
+    could exceed `max_answer_bytes` (the send limit)."""
     signature_name = request.model_spec.signature_name or DEFAULT_SIGNATURE
-    signature = servable.signatures.get(signature_name)
-    if signature is None:
-        raise invalid(f"signature '{signature_name}' not found in model '{model_name}' version "
-                      f"{servable.version}; it has: {', '.join(sorted(servable.signatures))}")
+    signature = find_signature(servable, signature_name, model_name)
     feeds = _feeds(signature, request.inputs, max_batch)
+    if max_answer_bytes is not None:
+        _check_answer_size(servable, signature, feeds, max_answer_bytes)
     names = _output_names(signature, request.output_filter)
     try:
-        outputs = signature.fn(**feeds)
+        outputs = batcher.run(signature, feeds) if batcher else batching.call(signature, feeds)
     except tf.errors.OpError as e:
         raise RequestError(_GRPC_CODES.get(e.error_code, grpc.StatusCode.INTERNAL),
                            graph_message(e.message)) from e
@@ -81,8 +88,16 @@ def predict_on(servable: Servable, request: predict_pb2.PredictRequest, max_batc
     response.model_spec.version.value = servable.version
     response.model_spec.signature_name = signature_name
     for name in names:
-        response.outputs[name].CopyFrom(tensors.to_proto(outputs[name].numpy()))
+        response.outputs[name].CopyFrom(tensors.to_proto(outputs[name]))
     return response
+
+
+def find_signature(servable: Servable, name: str, model_name: str) -> Signature:
+    signature = servable.signatures.get(name)
+    if signature is None:
+        raise invalid(f"signature '{name}' not found in model '{model_name}' version "
+                      f"{servable.version}; it has: {', '.join(sorted(servable.signatures))}")
+    return signature
 
 
 def _feeds(signature: Signature, inputs, max_batch: int) -> dict:
@@ -129,6 +144,23 @@ def _feeds(signature: Signature, inputs, max_batch: int) -> dict:
     if batch is not None and batch > max_batch:
         _too_many_rows(batch, max_batch)
     return feeds
+
+
+def _check_answer_size(servable: Servable, signature: Signature, feeds: dict,
+                       limit: int) -> None:
+    """RESOURCE_EXHAUSTED (gRPC's code for an oversized message) when rows x k results could
+    exceed `limit` bytes; k out of range is left to the graph's own message."""
+    k = feeds.get("k")
+    if k is None or not servable.bytes_per_result or k.size == 0:
+        return
+    rows = next((feeds[n].shape[0] for n, spec in signature.inputs.items() if spec.batched), 1)
+    k_max = min(max(int(k.max()), 1), servable.num_items)
+    size = rows * k_max * servable.bytes_per_result
+    if size > limit:
+        raise RequestError(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                           f"the answer to {rows} rows x k={k_max} could take {size / 2**20:.1f} "
+                           f"MB, above this server's message limit of {limit / 2**20:g} MB "
+                           "(tfrec serve --max-message-mb): ask for fewer rows or a smaller k")
 
 
 def _too_many_rows(rows: int, max_batch: int) -> NoReturn:
@@ -197,43 +229,79 @@ def warm_up(servable: Servable, max_batch: int) -> int:
     return count
 
 
+# === Metadata and status (shared by the gRPC and REST front ends) ===
+
+
+def model_metadata(store: ModelStore, spec, fields) -> get_model_metadata_pb2.GetModelMetadataResponse:
+    """GetModelMetadata for `spec` asking for `fields` (only 'signature_def' exists)."""
+    servable = resolve(store, spec)
+    fields = list(fields)
+    if not fields:
+        raise invalid("GetModelMetadataRequest must name a metadata_field "
+                      f"('{SIGNATURE_DEF_FIELD}')")
+    for field in fields:
+        if field != SIGNATURE_DEF_FIELD:
+            raise invalid(f"metadata field '{field}' is not supported; only "
+                          f"'{SIGNATURE_DEF_FIELD}' is")
+    response = get_model_metadata_pb2.GetModelMetadataResponse()
+    response.model_spec.name = store.name
+    response.model_spec.version.value = servable.version
+    response.metadata[SIGNATURE_DEF_FIELD].Pack(servable.signature_defs)
+    return response
+
+
+def model_status(store: ModelStore, spec) -> get_model_status_pb2.GetModelStatusResponse:
+    """GetModelStatus: the versions seen (newest first), or only spec.version if it has one."""
+    if spec.name != store.name:
+        raise not_found(f"model '{spec.name}' is not served here (this server serves "
+                        f"'{store.name}')")
+    if spec.WhichOneof("version_choice") == "version_label":
+        raise invalid(f"Unrecognized servable version label: {spec.version_label}")
+    version = spec.version.value if spec.HasField("version") else None
+    response = get_model_status_pb2.GetModelStatusResponse()
+    for status in store.statuses(version):
+        entry = response.model_version_status.add(version=status.version, state=status.state)
+        entry.status.SetInParent()  # error_code OK, as TF Serving reports it
+        if status.error:
+            entry.status.error_code = 2  # tensorflow.error.Code UNKNOWN
+            entry.status.error_message = status.error
+    return response
+
+
 # === Servicers ===
 
 
 class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
     """Predict and GetModelMetadata on the model of `store`; the other RPCs are UNIMPLEMENTED."""
 
-    def __init__(self, store: ModelStore, max_batch: int):
+    def __init__(self, store: ModelStore, max_batch: int, max_answer_bytes: int | None = None,
+                 monitor: Monitor | None = None, batcher: Batcher | None = None):
         self._store, self._max_batch = store, max_batch
+        self._max_answer_bytes = max_answer_bytes
+        self._monitor, self._batcher = monitor, batcher
 
     def Predict(self, request, context):
+        started, code = time.perf_counter(), "OK"
         try:
             servable = resolve(self._store, request.model_spec)
-            return predict_on(servable, request, self._max_batch, self._store.name)
+            return predict_on(servable, request, self._max_batch, self._store.name,
+                              self._max_answer_bytes, self._batcher)
         except RequestError as e:
+            code = e.code.name
             context.abort(e.code, str(e))
         except Exception as e:  # a bug: keep serving, tell the client
+            code = "INTERNAL"
             log.exception("Predict failed")
             context.abort(grpc.StatusCode.INTERNAL, f"internal error: {type(e).__name__}: {e}")
+        finally:
+            if self._monitor is not None:
+                self._monitor.record("grpc", "Predict", request.model_spec.name,
+                                     request.model_spec.signature_name or DEFAULT_SIGNATURE,
+                                     code, started, context.peer())
 
     def GetModelMetadata(self, request, context):
-        try:
-            servable = resolve(self._store, request.model_spec)
-            fields = list(request.metadata_field)
-            if not fields:
-                raise invalid("GetModelMetadataRequest must name a metadata_field "
-                              f"('{SIGNATURE_DEF_FIELD}')")
-            for field in fields:
-                if field != SIGNATURE_DEF_FIELD:
-                    raise invalid(f"metadata field '{field}' is not supported; only "
-                                  f"'{SIGNATURE_DEF_FIELD}' is")
-        except RequestError as e:
-            context.abort(e.code, str(e))
-        response = get_model_metadata_pb2.GetModelMetadataResponse()
-        response.model_spec.name = self._store.name
-        response.model_spec.version.value = servable.version
-        response.metadata[SIGNATURE_DEF_FIELD].Pack(servable.signature_defs)
-        return response
+        return _answer(self._monitor, context, "GetModelMetadata", request.model_spec.name,
+                       model_metadata, self._store, request.model_spec, request.metadata_field)
 
     def Classify(self, request, context):
         _unimplemented(context, "Classify")
@@ -248,32 +316,28 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
 class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
     """GetModelStatus (versions seen, newest first); HandleReloadConfigRequest is UNIMPLEMENTED."""
 
-    def __init__(self, store: ModelStore):
-        self._store = store
+    def __init__(self, store: ModelStore, monitor: Monitor | None = None):
+        self._store, self._monitor = store, monitor
 
     def GetModelStatus(self, request, context):
-        spec = request.model_spec
-        try:
-            if spec.name != self._store.name:
-                raise not_found(f"model '{spec.name}' is not served here (this server serves "
-                                f"'{self._store.name}')")
-            if spec.WhichOneof("version_choice") == "version_label":
-                raise invalid(f"Unrecognized servable version label: {spec.version_label}")
-            version = spec.version.value if spec.HasField("version") else None
-            statuses = self._store.statuses(version)
-        except RequestError as e:
-            context.abort(e.code, str(e))
-        response = get_model_status_pb2.GetModelStatusResponse()
-        for status in statuses:
-            entry = response.model_version_status.add(version=status.version, state=status.state)
-            entry.status.SetInParent()  # error_code OK, as TF Serving reports it
-            if status.error:
-                entry.status.error_code = 2  # tensorflow.error.Code UNKNOWN
-                entry.status.error_message = status.error
-        return response
+        return _answer(self._monitor, context, "GetModelStatus", request.model_spec.name,
+                       model_status, self._store, request.model_spec)
 
     def HandleReloadConfigRequest(self, request, context):
         _unimplemented(context, "HandleReloadConfigRequest")
+
+
+def _answer(monitor, context, method: str, model: str, handler, *args):
+    """handler(*args), a RequestError aborting the call with its code; recorded by `monitor`."""
+    started, code = time.perf_counter(), "OK"
+    try:
+        return handler(*args)
+    except RequestError as e:
+        code = e.code.name
+        context.abort(e.code, str(e))
+    finally:
+        if monitor is not None:
+            monitor.record("grpc", method, model, "", code, started, context.peer())
 
 
 def _unimplemented(context, method: str) -> None:

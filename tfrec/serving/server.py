@@ -3,6 +3,7 @@
 Stages of `serve`:
   1. load the newest version of the model base (fail in one sentence if none loads),
   2. bind HOST:PORT and start the gRPC server (a thread pool handles concurrent requests),
+     and, with --rest-port, the REST server (TF Serving's JSON API, metrics, health; see rest),
   3. poll the base folder for new versions in a background thread (hot swap, see model_store),
   4. on SIGTERM / SIGINT stop accepting calls, let calls in flight finish for the grace period,
      stop polling, return 0.
@@ -29,12 +30,15 @@ from tensorflow_serving.apis import (  # noqa: E402
     prediction_service_pb2_grpc,
 )
 
+from tfrec.serving.batching import Batcher  # noqa: E402
 from tfrec.serving.model_store import ModelStore  # noqa: E402
+from tfrec.serving.monitoring import Monitor  # noqa: E402
 from tfrec.serving.predict_service import (  # noqa: E402
     ModelServicer,
     PredictionServicer,
     warm_up,
 )
+from tfrec.serving.rest import RestApp, RestServer  # noqa: E402
 
 log = logging.getLogger("tfrec.serving")
 
@@ -48,12 +52,16 @@ class ServeConfig(Validated):
     model_name: str | None = None  # None: the folder name of model_base (as TF Serving)
     host: str = "127.0.0.1"
     port: int = bounded(8500, 0, 65535)  # 0: any free port
+    rest_port: int | None = None  # None: no REST server; 0: any free port
     poll_seconds: float = bounded(1.0, 0.0)  # 0: never look for new versions
     num_versions: int = bounded(1, 1)  # serve the newest N versions (TF Serving's `latest`)
     max_batch: int = bounded(1024, 1)  # rows per request
     max_message_mb: int = bounded(16, 1, 2047)  # gRPC message size limit (int32 bytes)
     workers: int = bounded(16, 1, 1024)  # threads handling requests
     grace_seconds: float = bounded(5.0, 0.0)  # for calls in flight at shutdown
+    access_log: bool = False  # one log line per request
+    batch_threads: int = bounded(1, 0, 1024)  # merged calls running at once per signature
+    # (1 measured best on 2 cores, see bench/serving_grpc.py); 0: no batching
 
     @classmethod
     def key(cls, name: str) -> str:
@@ -62,6 +70,8 @@ class ServeConfig(Validated):
     def check(self):
         if self.model_name is not None and not self.model_name.strip():
             raise TfrecError("--model-name is empty; give a name or leave it out")
+        if self.rest_port is not None and not 0 <= self.rest_port <= 65535:
+            raise TfrecError(f"--rest-port must be between 0 and 65535, got {self.rest_port}")
 
     @property
     def name(self) -> str:
@@ -78,8 +88,13 @@ class ModelServer:
             warmup=lambda servable: warm_up(servable, config.max_batch),
             num_versions=config.num_versions,
         )
+        self.monitor = Monitor(self.store, config.access_log)
+        self.batcher = (Batcher(config.max_batch, config.batch_threads)
+                        if config.batch_threads else None)
         self._server: grpc.Server | None = None
+        self._rest: RestServer | None = None
         self.port: int | None = None
+        self.rest_port: int | None = None
 
     def start(self) -> int:
         config = self.config
@@ -94,9 +109,10 @@ class ModelServer:
             ],
         )
         prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
-            PredictionServicer(self.store, config.max_batch), server)
+            PredictionServicer(self.store, config.max_batch, limit, self.monitor, self.batcher),
+            server)
         model_service_pb2_grpc.add_ModelServiceServicer_to_server(
-            ModelServicer(self.store), server)
+            ModelServicer(self.store, self.monitor), server)
         address = f"{_bracket(config.host)}:{config.port}"
         try:
             port = server.add_insecure_port(address)
@@ -105,11 +121,20 @@ class ModelServer:
         if not port:
             raise TfrecError(f"cannot listen on {address}: the port is in use or the host is "
                              "not an address of this machine.")
+        if config.rest_port is not None:
+            app = RestApp(self.store, self.monitor, config.max_batch, limit, self.batcher)
+            try:
+                self._rest = RestServer(app, config.host, config.rest_port, config.workers, limit)
+            except OSError as e:
+                raise TfrecError(f"cannot listen on {_bracket(config.host)}:{config.rest_port} "
+                                 f"for REST: {e.strerror or e}.") from None
+            self.rest_port = self._rest.start()
         server.start()
         self._server, self.port = server, port
         self.store.start_polling()
-        log.info("serving model %s version(s) %s on %s:%d (gRPC, TF Serving API)",
-                 config.name, self.store.versions, config.host, port)
+        log.info("serving model %s version(s) %s on %s:%d (gRPC, TF Serving API)%s",
+                 config.name, self.store.versions, config.host, port,
+                 f", REST on port {self.rest_port}" if self._rest else "")
         return port
 
     def stop(self, grace: float | None = None) -> None:
@@ -117,6 +142,9 @@ class ModelServer:
         if self._server is not None:
             self._server.stop(self.config.grace_seconds if grace is None else grace).wait()
             self._server = None
+        if self._rest is not None:
+            self._rest.stop()
+            self._rest = None
         self.store.stop()
 
     def __enter__(self) -> "ModelServer":
@@ -136,8 +164,9 @@ def serve(config: ServeConfig) -> int:
                 for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
         server.start()
+        rest = f", REST on port {server.rest_port}" if server.rest_port is not None else ""
         print(f"tfrec serve: model '{config.name}' version {server.store.latest.version} on "
-              f"{config.host}:{server.port} (pid {os.getpid()})", flush=True)
+              f"{config.host}:{server.port}{rest} (pid {os.getpid()})", flush=True)
         while not stop.wait(3600):
             pass
     finally:

@@ -1,0 +1,58 @@
+"""Request metrics (Prometheus) and the access log, shared by the gRPC and REST front ends.
+
+Metrics, in a registry of their own per server (exposed at TF Serving's path
+/monitoring/prometheus/metrics on the REST port):
+  tfrec_requests_total{model, api, method, signature, code}   counter
+  tfrec_request_latency_seconds{model, api, method, signature} histogram
+  tfrec_served_versions{model}                                  gauge, versions being served
+Label values come from a closed set (the served model's name and signatures, else "unknown"), so
+hostile requests naming random models or signatures cannot grow the registry.
+"""
+
+import logging
+import time
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST  # noqa: F401  (re-exported for the REST app)
+
+access_log = logging.getLogger("tfrec.access")
+
+# Seconds: sub-millisecond to a few seconds, denser where a recommender's p99 lives.
+LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5,
+                   1.0, 2.5, 5.0, 10.0)
+UNKNOWN = "unknown"
+
+
+class Monitor:
+    """Counts and times requests; one access log line each when `log_access`."""
+
+    def __init__(self, store, log_access: bool = False):
+        self._store, self.log_access = store, log_access
+        self.registry = CollectorRegistry(auto_describe=True)
+        labels = ["model", "api", "method", "signature"]
+        self._count = Counter("tfrec_requests", "Requests answered, by status code.",
+                              labels + ["code"], registry=self.registry)
+        self._latency = Histogram("tfrec_request_latency_seconds",
+                                  "Time from receiving a request to its answer.", labels,
+                                  buckets=LATENCY_BUCKETS, registry=self.registry)
+        versions = Gauge("tfrec_served_versions", "Versions of the model being served.",
+                         ["model"], registry=self.registry)
+        versions.labels(store.name).set_function(lambda: len(store.versions))
+
+    def record(self, api: str, method: str, model: str, signature: str, code: str,
+               started: float, peer: str = "") -> None:
+        """Records one answered request; `started` is its time.perf_counter() at arrival."""
+        seconds = time.perf_counter() - started
+        model = model if model == self._store.name else UNKNOWN
+        servable = self._store.latest
+        if signature and (servable is None or signature not in servable.signatures):
+            signature = UNKNOWN
+        self._count.labels(model, api, method, signature, code).inc()
+        self._latency.labels(model, api, method, signature).observe(seconds)
+        if self.log_access:
+            access_log.info("%s %s %s model=%s signature=%s %s %.2fms", peer or "-", api, method,
+                            model, signature or "-", code, seconds * 1e3)
+
+    def exposition(self) -> bytes:
+        """The metrics in Prometheus' text format."""
+        return generate_latest(self.registry)
