@@ -312,3 +312,14 @@ def test_each_strategy_proposes_designs_of_the_space_and_honours_the_budgets(tmp
     late = make_oracle(config, "score", deadline=0.0, log=lambda line: None)  # minutes spent
     late._set_project_dir(str(tmp_path), strategy + "-late")
     assert late.create_trial("tuner0").status == TrialStatus.STOPPED
+
+
+def test_print_config_documents_the_space_with_the_flags_on_top(capsys):
+    assert main(["search", "--schema", TINY, "--print-config", "--strategy", "random",
+                 "--trials", "7", "--budget-minutes", "30"]) == 0
+    out = capsys.readouterr().out
+    search = out[out.index("[search]"):]
+    assert 'strategy = "random"' in search and "trials = 7\n" in search
+    assert "budget_minutes = 30.0  # no trial starts after this" in search
+    assert 'conv = ["lightgcn", "sage", "gatv2", "mt_albis"]  # the space' in search
+    assert 'normalization = ["none", "layer"]  # with mt_albis' in search
