@@ -5,7 +5,7 @@ level and inside functions both count, since either one ties the two modules tog
 lowest first; a module may import its own layer and the layers below it, never one above:
 
     tfrec (the package root), errors, paths, atomic, tf_setup
-    -> schema -> data -> text -> config -> model -> heads -> evaluate -> train -> export
+    -> schema -> data -> text -> config -> model -> heads -> evaluate -> train -> search -> export
     -> serving -> cli
 
 `tfrec/<package>/commands.py` modules are CLI glue (argument parsing, one call per verb): they
@@ -30,6 +30,7 @@ LAYERS = [
     ("heads",),
     ("evaluate",),
     ("train",),
+    ("search",),
     ("export",),
     ("serving",),
     ("cli",),

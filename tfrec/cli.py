@@ -20,6 +20,7 @@ COMMAND_MODULES = [
     "tfrec.text.commands",
     "tfrec.train.commands",
     "tfrec.evaluate.commands",
+    "tfrec.search.commands",
     "tfrec.export.commands",
     "tfrec.serving.commands",
 ]

@@ -1,6 +1,6 @@
 """The run configuration: frozen dataclasses, one per section of a TOML config file.
 
-A config file has up to six sections, each optional, each key optional (defaults below):
+A config file has up to seven sections, each optional, each key optional (defaults below):
 
     [model]  kind = "gnn", dim = 64, conv = "lightgcn", layers = 3, ...
     [text]   mode = "frozen", sequence_length = 32, batch_size = 128
@@ -8,6 +8,7 @@ A config file has up to six sections, each optional, each key optional (defaults
     [split]  method = "random", ratios = [0.8, 0.1, 0.1], seed = 0
     [eval]   ks = [10, 20], early_stop = "ndcg@20"
     [sample] fanouts = [10, 10, 5], auto_edges = 200000
+    [search] strategy = "evolution", trials = 20, conv = ["lightgcn", ...], ... (tfrec search)
 
 An unknown section or key, a wrong type or an impossible value (NaN and infinities included)
 fails before anything runs with one sentence naming the key: each section is a `Validated`
@@ -19,6 +20,7 @@ import dataclasses
 import json
 import re
 import tomllib
+import typing
 from pathlib import Path
 
 from tfrec.config_fields import Validated
@@ -164,6 +166,79 @@ class SampleConfig(Validated):
                              "list 1 to 8 hops, such as [10, 10, 5]")
 
 
+@dataclasses.dataclass(frozen=True)
+class SearchConfig(Validated):
+    """`tfrec search`: the designs it tries and how. The space is one list of values per model
+    or train key it searches (conv, layers, dim, combine, dropout, residual, normalization,
+    use_text, use_kg: [model]; temperature, learning_rate: [train]); a one-value list fixes
+    the key. Keys a conv does not use are searched only with the convs that use them: dropout
+    with sage/gatv2/mt_albis, residual with lightgcn/gatv2/mt_albis, normalization with
+    mt_albis. strategy: "evolution" (regularised evolution: the last `population` finished
+    trials; a child mutates one choice of the best of `sample` of them drawn at random),
+    "random" or "bayesian" (Keras Tuner's oracles). Each trial trains at most `epochs` with
+    `patience`, scored on the VALIDATION split (eval.early_stop); from epoch median_stop + 1
+    on, a trial whose best so far is below the median of the finished trials' at the same
+    epoch stops (0 = never). trials and budget_minutes (0 = none) bound the search; no trial
+    starts after the budget."""
+
+    strategy: str = dataclasses.field(default="evolution", metadata={
+        "choices": ("evolution", "random", "bayesian"),
+        "note": "regularised evolution, or Keras Tuner's random / Bayesian oracle"})
+    trials: int = _range(20, 1, 100000)
+    budget_minutes: float = dataclasses.field(default=0.0, metadata={
+        "range": (0.0, 1e6, None), "note": "no trial starts after this (0 = no limit)"})
+    epochs: int = dataclasses.field(default=20, metadata={
+        "range": (1, 100000, None), "note": "per trial (its train.epochs; patience likewise)"})
+    patience: int = _range(3, 1, 10000)
+    median_stop: int = dataclasses.field(default=2, metadata={
+        "range": (0, 10000, None),
+        "note": "after this epoch, stop a trial below the median of finished ones (0 = never)"})
+    population: int = dataclasses.field(default=8, metadata={
+        "range": (2, 10000, None), "note": "evolution: the last finished trials that breed"})
+    sample: int = dataclasses.field(default=3, metadata={
+        "range": (1, 10000, None), "note": "evolution: tournament size (the best one breeds)"})
+    seed: int = _range(0, 0, SEED_MAX)
+    conv: tuple[str, ...] = dataclasses.field(default=("lightgcn", "sage", "gatv2", "mt_albis"),
+                                              metadata={"note": "the space: values tried per key"})
+    layers: tuple[int, ...] = (1, 2, 3)
+    dim: tuple[int, ...] = (32, 64, 128)
+    combine: tuple[str, ...] = ("mean", "last", "sum")
+    dropout: tuple[float, ...] = dataclasses.field(default=(0.0, 0.2), metadata={
+        "note": "with sage, gatv2, mt_albis"})
+    residual: tuple[bool, ...] = dataclasses.field(default=(False, True), metadata={
+        "note": "with lightgcn, gatv2, mt_albis"})
+    normalization: tuple[str, ...] = dataclasses.field(default=("none", "layer"), metadata={
+        "note": "with mt_albis"})
+    use_text: tuple[bool, ...] = (True, False)
+    use_kg: tuple[bool, ...] = (True, False)
+    temperature: tuple[float, ...] = (0.1, 0.3, 1.0)
+    learning_rate: tuple[float, ...] = (0.001, 0.005, 0.01)
+
+    SECTION = "search"
+    MODEL_KEYS: typing.ClassVar = ("conv", "layers", "dim", "combine", "dropout", "residual",
+                                   "normalization", "use_text", "use_kg")
+    TRAIN_KEYS: typing.ClassVar = ("temperature", "learning_rate")
+
+    def check(self):
+        for key in self.MODEL_KEYS + self.TRAIN_KEYS:
+            values = getattr(self, key)
+            if not values or len(set(values)) != len(values):
+                raise TfrecError(f"config key search.{key} is {list(values)}, but it must list "
+                                 "one or more different values")
+            section = ModelConfig if key in self.MODEL_KEYS else TrainConfig
+            for v in values:
+                try:
+                    section(**{key: v})
+                except TfrecError as e:
+                    reason = str(e).split(", but ", 1)[-1]
+                    raise TfrecError(f"config key search.{key} lists {v!r}, but {reason}"
+                                     ) from None
+        if self.sample > self.population:
+            raise TfrecError(f"config key search.sample is {self.sample}, but the tournament "
+                             f"draws it from a population of search.population = "
+                             f"{self.population}: make it at most that")
+
+
 METRICS = ("recall", "ndcg", "precision", "hit", "mrr")
 
 
@@ -202,7 +277,8 @@ class Config(Validated):
     train: TrainConfig = TrainConfig()
     split: SplitConfig = SplitConfig()
     eval: EvalConfig = EvalConfig()
-    sample: SampleConfig = SampleConfig()  # last: positional construction keeps its order
+    sample: SampleConfig = SampleConfig()  # after the others: positional construction keeps
+    search: SearchConfig = SearchConfig()  # their order
 
     @classmethod
     def key(cls, name: str) -> str:

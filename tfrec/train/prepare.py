@@ -89,9 +89,21 @@ def text_tokens(texts: list[list[str]], encoder) -> tuple[np.ndarray, np.ndarray
 def prepare(schema_path: str, config: Config, progress: bool = True) -> Prepared:
     """Stages: read + validate tables -> split -> the training GraphTensor (checked against the
     schema) -> frozen text embeddings (and token ids to fine-tune) -> the model graph."""
+    return with_model_graph(prepare_graph(schema_path, config), config, progress)
+
+
+def prepare_graph(schema_path: str, config: Config) -> Prepared:
+    """The data side alone (tables -> split -> training GraphTensor): what every model of the
+    same schema and `config.split` shares (`tfrec search` prepares it once for all trials)."""
     data = load_graph_data(schema_path)
     split = split_interactions(data, config.split)
-    graph = training_graph(data, split)
+    return Prepared(data, split, training_graph(data, split))
+
+
+def with_model_graph(base: Prepared, config: Config, progress: bool = True) -> Prepared:
+    """`base` (from prepare_graph) with the model inputs of `config.model` and `config.text`:
+    text embeddings (disk-cached) and the model graph; unchanged for popularity."""
+    data, split, graph = base.data, base.split, base.graph
     if config.model.kind == "popularity":
         return Prepared(data, split, graph)
     m = resolved(config.model)
