@@ -17,7 +17,9 @@ Stages, per split (`--seeds` of the random per-user 80/10/10 split, or the tempo
   5. the table: model, valid NDCG@20, test NDCG@20, test Recall@20, best / run epochs, wall
      seconds (dataset loading, training, all evaluations); and with --agree MODEL, that model's
      full score matrix scored by RecBole's evaluator and by tfrec.evaluate.metrics side by side.
-A model that cannot run is listed with its reason. Results: OUT/results.json.
+A model that cannot run is listed with its reason. Results: OUT/results.json; another run with
+the same --out (e.g. --models RecVAE --no-tfrec) adds or replaces its own models there, and
+--report prints the tables of OUT again.
 """
 
 import argparse
@@ -89,7 +91,8 @@ def run_peer(python: Path, model: str, data_path: Path, name: str, work: Path,
         config["load_col"] = {**config["load_col"], **KG_COLUMNS}
     work.mkdir(parents=True, exist_ok=True)
     spec = {"model": model, "data_path": str(data_path), "dataset": name, "work_dir": str(work),
-            "config": config, "grid": grid, "budget": budget, "dump_scores": str(dump) if dump else None}
+            "config": config, "grid": grid, "budget": budget,
+            "dump_scores": str(dump) if dump else None}
     (work / "spec.json").write_text(json.dumps(spec, indent=1))
     log = work / "log.txt"
     start = time.time()
@@ -179,22 +182,26 @@ def main() -> int:
                    "score ('' for none)")
     p.add_argument("--peers-venv", help="the peers' venv (default ~/.cache/tfrec/peers-venv)")
     p.add_argument("--out", help="work folder (default: a new temp folder)")
+    p.add_argument("--report", action="store_true", help="only print the tables of --out")
     args = p.parse_args()
     models = list(PEERS) if args.models == "all" else args.models.split(",")
     unknown = [m for m in models if m not in PEERS]
     if unknown:
         p.error(f"unknown peer model(s) {unknown}; known: {', '.join(PEERS)}")
-    python = ensure_venv(args.peers_venv)
     out = Path(args.out or tempfile.mkdtemp(prefix="tfrec-peers-")).resolve()
     seeds = [int(s) for s in args.seeds.split(",")] if args.split == "random" else [0]
     dataset = Path(args.schema).stem.replace("-", "_")
-    results: dict[str, dict[str, dict]] = {}  # split label -> model -> result
+    saved = out / "results.json"
+    if args.report:
+        report(_load(saved), args)
+        return 0
+    python = ensure_venv(args.peers_venv)
     for seed in seeds:
         label = f"{args.split}-seed{seed}" if args.split == "random" else "temporal"
         split_dir = build_split(args.schema, seed, args.split, out / label / "build")
         atomic = write_atomic(split_dir.parent, out / label / "atomic", dataset, args.schema)
         has_kg = (atomic / f"{dataset}.kg").exists()
-        rows = results[label] = {}
+        rows: dict[str, dict] = {}  # model -> result, of this run
         tfrec = None
         if not args.no_tfrec:
             name = f"tfrec ({args.config or 'defaults'})"
@@ -207,18 +214,32 @@ def main() -> int:
             dump = out / label / f"{model}-scores.npz" if model == args.agree else None
             rows[model] = run_peer(python, model, atomic.parent, dataset, out / label / model,
                                    args, dump, has_kg)
-            print("   " + _row(model, rows[model]), flush=True)
             if dump and dump.exists():
                 rows[model]["agreement"] = agreement(dump, split_dir)
+            print("   " + _row(model, rows[model]), flush=True)
+            _save(saved, label, model, rows[model])
         if tfrec is not None:
             if not args.parallel:
                 tfrec.start()
             tfrec.join()
             print("   " + _row(name, rows[name]), flush=True)
-        (out / "results.json").write_text(json.dumps(results, indent=1, default=str))
-    report(results, args)
+            _save(saved, label, name, rows[name])
+    report(_load(saved), args)
     print(f"\nresults: {out / 'results.json'}")
     return 0
+
+
+def _load(saved: Path) -> dict:
+    return json.loads(saved.read_text()) if saved.exists() else {}
+
+
+def _save(saved: Path, label: str, model: str, result: dict) -> None:
+    """Adds one result to OUT/results.json, keeping what other runs on the same --out wrote."""
+    results = _load(saved)
+    results.setdefault(label, {})[model] = result
+    tmp = saved.with_suffix(".tmp")
+    tmp.write_text(json.dumps(results, indent=1, default=str))
+    tmp.replace(saved)
 
 
 def _row(model: str, r: dict) -> str:
