@@ -21,16 +21,25 @@ import time
 from pathlib import Path
 
 
+# What RecBole's graph-library models import, and why it is not in the peers' venv (checked
+# with `pip index versions` / `pip download --only-binary :all:` on 2026-12-01).
+MISSING = {
+    "KGAT": ("dgl", "PyPI's newest dgl, 2.1.0, was built for the torch releases of early 2024; "
+             "it is not installed beside torch 2.13 (not tried)"),
+    "KGIN": ("torch_scatter", "PyPI has torch-scatter only as source (no wheel): it would have "
+             "to be compiled against torch 2.13"),
+}
+
+
 def _importable_or_reason(model: str) -> str | None:
     """Why RecBole's `model` cannot run here (a library its code imports is missing), or None."""
-    needs = {"KGAT": "dgl", "KGIN": "torch_scatter", "MCCLK": "torch_scatter"}.get(model)
-    if needs is None:
+    if model not in MISSING:
         return None
+    module, why = MISSING[model]
     try:
-        __import__(needs)
+        __import__(module)
     except ImportError:
-        return (f"RecBole's {model} imports {needs}, which has no build for torch 2.13 CPU on "
-                "PyPI (it would need a source build against this torch)")
+        return f"RecBole's {model} imports {module}, which is missing: {why}"
     return None
 
 
