@@ -3,7 +3,8 @@
 Run from the repository root with tfrec's venv (the peers' venv is created on first use):
   .venv/bin/python bench/peers/compare.py --schema schemas/movielens.pbtxt \
       --config configs/movielens.toml [--seeds 0,1,2] [--split random|temporal] \
-      [--models Pop,EASE,...|all] [--max-epochs 100] [--no-tfrec] [--agree EASE] [--out DIR]
+      [--models Pop,EASE,...|all] [--max-epochs 100] [--budget 420] [--parallel] \
+      [--no-tfrec] [--agree EASE] [--out DIR] [--report]
 
 Stages, per split (`--seeds` of the random per-user 80/10/10 split, or the temporal one):
   1. `tfrec data build --seed N` writes the split files (OUT/NAME/build/splits/*.tsv);
@@ -12,7 +13,8 @@ Stages, per split (`--seeds` of the random per-user 80/10/10 split, or the tempo
   3. every peer model runs in the peers' venv (recbole_run.py, one subprocess each): full
      ranking over all items, training items excluded (and valid items for test), Recall /
      NDCG / MRR / Hit / Precision @10/@20, embeddings 64 wide, early stopping on valid NDCG@20
-     (patience 10, at most --max-epochs), grids chosen on valid (PEERS below);
+     (patience 10, at most --max-epochs epochs and --budget seconds of training), grids
+     chosen on valid (PEERS below);
   4. `tfrec train --split-dir` on the same split files, with --config;
   5. the table: model, valid NDCG@20, test NDCG@20, test Recall@20, best / run epochs, wall
      seconds (dataset loading, training, all evaluations); and with --agree MODEL, that model's
