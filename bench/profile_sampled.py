@@ -5,8 +5,10 @@ Run: TF_USE_LEGACY_KERAS=1 .venv/bin/python bench/profile_sampled.py
 Prints, in order: preparing the graph; building the Trainer (the sampler included); for each of
 `--steps` batches the time to draw its subgraph (`SampledGraph.batch`: the sampler and the
 GraphTensor built from it) and to run the training step on it, with the subgraph's sizes and the
-step function's trace count (1 = compiled once, never retraced); then the means without the
-first batch (the first call traces the sampler and the step).
+step function's trace count (constant after the first step = never retraced); the means
+without the first batch (the first call traces the sampler and the step); then `--steps` steps
+of the next epoch through the tf.data pipeline (`SampledGraph.epoch`: sampling in
+Dataset.map, prefetched, so it overlaps the step).
 """
 
 import argparse
@@ -46,22 +48,38 @@ def main() -> None:
     for s, (u, i, y) in zip(range(args.steps), trainer.batches.epoch(1)):
         clock = time.perf_counter()
         view = trainer.graphs.batch(u, i)
+        candidates = trainer.objective.candidates(view.item_rows)
+        float(tf.reduce_sum(candidates))
         sample = time.perf_counter() - clock
-        candidates = trainer.objective.candidates(view)
         clock = time.perf_counter()
-        losses = trainer.step(view.graph, tf.constant(view.users), tf.constant(view.items),
-                              tf.constant(y), tf.zeros([0], tf.int32), tf.constant(candidates),
-                              tf.constant(view.item_rows))
+        losses = trainer.step(view.graph, view.users, view.items, tf.constant(y),
+                              tf.zeros([0], tf.int32), candidates, view.item_rows)
         float(losses["total"])
         step = time.perf_counter() - clock
         times.append((sample, step))
         sizes = {n: int(e.total_size) for n, e in view.graph.edge_sets.items()}
         print(f"batch {s}: subgraph {sample:7.2f} s  step {step:6.2f} s  traces "
               f"{trainer.step.experimental_get_tracing_count()}  edges {sizes}", flush=True)
-    if len(times) > 1:
-        sample, step = np.mean(times[1:], axis=0)
-        print(f"mean after the first: subgraph {sample:.2f} s, step {step:.2f} s, "
-              f"{len(u) / (sample + step):.0f} examples/s")
+    sample, step = np.mean(times[1:], axis=0)
+    print(f"one after another (mean after the first): subgraph {sample:.2f} s + step "
+          f"{step:.2f} s = {sample + step:.2f} s a step, {len(u) / (sample + step):.0f} "
+          "examples/s", flush=True)
+    steps = trainer.graphs.epoch(trainer.batches, 2, trainer.objective)
+    times = []
+    for _ in range(args.steps):
+        clock = time.perf_counter()
+        view, labels, candidates = next(steps)
+        losses = trainer.step(view.graph, view.users, view.items, labels,
+                              tf.zeros([0], tf.int32), candidates, view.item_rows)
+        float(losses["total"])
+        times.append(time.perf_counter() - clock)
+    steps.close()
+    trainer.graphs.close()
+    first, seconds = times[0], np.mean(times[1:])
+    print(f"tf.data pipeline (sampling in Dataset.map, prefetched, overlapping the step): "
+          f"first step {first:.2f} s (the pipeline's own trace), then {seconds:.2f} s a step, "
+          f"{len(u) / seconds:.0f} examples/s; step traces "
+          f"{trainer.step.experimental_get_tracing_count()}")
 
 
 if __name__ == "__main__":

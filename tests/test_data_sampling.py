@@ -54,6 +54,7 @@ def test_subgraph_holds_model_edges_with_true_rows_and_never_the_batch_edges(pre
     pick = np.random.default_rng(0).choice(len(users), 30, replace=False)
     u, i = users[pick].astype(np.int32), items[pick].astype(np.int32)
     sub = sampler.sample(u, i)
+    sub.users, sub.items, sub.item_rows = (np.asarray(x) for x in sub.fields()[1:])
 
     full_rows = lambda g, n: np.arange(g.node_sets[n].total_size)  # noqa: E731
     batch = set(zip(u.tolist(), i.tolist()))
@@ -87,8 +88,11 @@ def test_each_seed_user_gets_its_fanout_of_training_edges(prepared):
     batch, a seed user keeps exactly 4 of them in its subgraph (plus edges other seeds drew)."""
     graph, schema = prepared.model_graph, prepared.data.schema
     sampler = SubgraphSampler(graph, schema, fanouts=[4])
-    rows, eids = sampler.sampled_ids(np.array([0, 25], np.int32), np.zeros(0, np.int32))
-    buys = sampler.edges["buys"]
-    assert sorted(np.bincount(buys.source[eids["buys"]], minlength=40)[[0, 25]]) == [4, 4]
+    rows, eids = sampler.drawn(np.array([0, 25], np.int32), np.zeros(0, np.int32))
+    rows = {n: r.numpy() for n, r in rows.items()}
+    buys = sampler.edges["buys"].adjacency
+    source, target = buys.source.numpy(), buys.target.numpy()
+    drawn = eids["buys"].numpy()
+    assert sorted(np.bincount(source[drawn], minlength=40)[[0, 25]]) == [4, 4]
     assert set(rows["user"].tolist()) == {0, 25}
-    assert set(rows["item"].tolist()) == set(buys.target[eids["buys"]].tolist())
+    assert set(rows["item"].tolist()) == set(target[drawn].tolist())
