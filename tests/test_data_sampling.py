@@ -49,7 +49,7 @@ def test_spec_samples_every_edge_set_out_of_each_hop_with_its_fanout(prepared):
 @pytest.mark.slow  # ~1-2 min on a loaded 2-core machine: tracing TF-GNN's sampling models
 def test_subgraph_holds_model_edges_with_true_rows_and_never_the_batch_edges(prepared):
     graph, schema = prepared.model_graph, prepared.data.schema
-    sampler = SubgraphSampler(graph, schema, fanouts=[4, 4])
+    sampler = SubgraphSampler(graph, schema, fanouts=[4, 4], rescale_norm=True)
     users, items = prepared.split.pairs("train")
     pick = np.random.default_rng(0).choice(len(users), 30, replace=False)
     u, i = users[pick].astype(np.int32), items[pick].astype(np.int32)
@@ -78,6 +78,15 @@ def test_subgraph_holds_model_edges_with_true_rows_and_never_the_batch_edges(pre
                                   graph.node_sets["item"]["id_mask"].numpy()[rows])
     assert set(_edges(sub.graph, "bought_by", _rows)) == {
         (b, a) for a, b in _edges(sub.graph, "buys", _rows)}
+    # efeat column 0: the full graph's norm x deg(v) / k(v), v the receiving item, deg its
+    # training buyers, k those in the subgraph (a sum over k edges estimates the full one)
+    full = graph.edge_sets["buys"]
+    norm_of = dict(zip(_edges(graph, "buys", full_rows), full["efeat"].numpy()[:, 0]))
+    deg = np.bincount(full.adjacency.target.numpy())
+    mine = _edges(sub.graph, "buys", _rows)
+    kept = np.bincount([b for _, b in mine], minlength=len(deg))
+    np.testing.assert_allclose(sub.graph.edge_sets["buys"]["efeat"].numpy()[:, 0],
+                               [norm_of[(a, b)] * deg[b] / kept[b] for a, b in mine], rtol=1e-6)
     assert sub.graph.spec.relax(num_nodes=True, num_edges=True) == \
         graph.spec.relax(num_nodes=True, num_edges=True)
 

@@ -26,12 +26,13 @@ passing must not see the edge it predicts: every edge between a batch user and i
 (in the interaction edge set and its reverse) is dropped (`pairs`; `around`, for inference,
 keeps every edge).
 
-Edge features are those of the full graph: "efeat" column 0 stays the LightGCN norm of the
-FULL training graph's degrees, 1 / sqrt(deg(u) deg(v)), not the subgraph's. A sampled node
-then receives a subset of its full-graph terms (an unbiased estimate, up to a constant, of its
-full aggregation when neighbours are drawn uniformly), which is what TF-GNN users do: features
-are precomputed on the whole graph and sampling only selects edges. With fan-outs at least
-every degree and one hop per GNN layer, `around` gives each seed its full-graph embedding.
+Edge features are those of the full graph: "efeat" column 0 is the LightGCN norm of the FULL
+training graph's degrees, 1 / sqrt(deg(u) deg(v)), not the subgraph's (what TF-GNN users do:
+features are precomputed on the whole graph and sampling only selects edges). A sampled node
+receives k of its deg full-graph terms; with `rescale_norm` (the lightgcn conv) each is scaled
+by deg / k, so the sum estimates the full one (uniform draws: unbiased) instead of k / deg of
+it, and training sees the scale inference sees. With fan-outs at least every degree and one
+hop per GNN layer, `around` gives each seed its full-graph embedding.
 """
 
 import dataclasses
@@ -103,9 +104,14 @@ class SubgraphSampler:
     its users and at its items (see the module docstring).
 
     graph: the scalar model graph; schema: its tfrec Schema (user/item sets, the interaction
-    edge set and the reverse_of pairs); fanouts: edges per hop; seed: the edge draws' seed."""
+    edge set and the reverse_of pairs); fanouts: edges per hop; seed: the edge draws' seed;
+    rescale_norm: scale "efeat" column 0 (the LightGCN norm) of each edge by deg(v) / k(v), v
+    its receiver (target), deg its in-degree in the edge set in the full graph, k in the
+    subgraph, so a receiver's sum over its k sampled edges estimates its full sum rather than
+    k / deg of it (exact where every edge is kept: k = deg)."""
 
-    def __init__(self, graph, schema: Schema, fanouts, seed: int | None = None):
+    def __init__(self, graph, schema: Schema, fanouts, seed: int | None = None,
+                 rescale_norm: bool = False):
         self.user_set, self.item_set = schema.user_set, schema.item_set
         self.spec = graph.spec.relax(num_nodes=True, num_edges=True)  # that of every subgraph
         self.nodes = {n: dict(s.features) for n, s in graph.node_sets.items()}
@@ -119,6 +125,9 @@ class SubgraphSampler:
             if fwd in self.edges:
                 self._check_reversed(fwd, name)
                 self.reverse[name], self.reverse[fwd] = fwd, name
+        self.in_degree = {n: tf.math.bincount(e.adjacency.target, minlength=self.sizes[
+            e.adjacency.target_name], dtype=tf.float32) for n, e in self.edges.items()} \
+            if rescale_norm else None
         graph_schema = tfgnn.create_schema_pb_from_graph_spec(graph.spec)
         self.specs = {root: sampling_spec(graph_schema, root, fanouts)
                       for root in (self.user_set, self.item_set)}
@@ -212,11 +221,19 @@ class SubgraphSampler:
             adj = edges.adjacency
             source = tf.searchsorted(rows[adj.source_name], tf.gather(adj.source, ids))
             target = tf.searchsorted(rows[adj.target_name], tf.gather(adj.target, ids))
+            features = {f: tf.gather(v, ids) for f, v in edges.features.items()}
+            if self.in_degree is not None and "efeat" in features:
+                kept = tf.math.unsorted_segment_sum(tf.ones_like(target, tf.float32), target,
+                                                    tf.size(rows[adj.target_name]))
+                scale = tf.gather(tf.gather(self.in_degree[name], rows[adj.target_name])
+                                  / tf.maximum(kept, 1.0), target)
+                efeat = features["efeat"]
+                features["efeat"] = tf.concat([efeat[:, :1] * scale[:, None], efeat[:, 1:]], 1)
             edge_sets[name] = tfgnn.EdgeSet.from_fields(
                 sizes=tf.size(ids)[None],
                 adjacency=tfgnn.Adjacency.from_indices((adj.source_name, source),
                                                        (adj.target_name, target)),
-                features={f: tf.gather(v, ids) for f, v in edges.features.items()})
+                features=features)
         graph = tfgnn.GraphTensor.from_pieces(node_sets=node_sets, edge_sets=edge_sets)
         item_rows = rows[self.item_set]
         return Subgraph(graph, tf.searchsorted(rows[self.user_set], users),

@@ -107,8 +107,9 @@ def build(prepared: Prepared, config: Config, optimizers: dict | None = None) ->
     trained = Trained(model, ranking, tf.train.Checkpoint(**state), graph)
     sampled_inference = by_size(prepared, config, config.sample.inference) == "sampled"
     if sampled_inference or training_mode(prepared, config) == "sampled":
-        trained.sampler = SubgraphSampler(graph, prepared.data.schema, config.sample.fanouts,
-                                          seed=config.train.seed)
+        trained.sampler = SubgraphSampler(
+            graph, prepared.data.schema, config.sample.fanouts, seed=config.train.seed,
+            rescale_norm=config.model.conv == "lightgcn")
     if sampled_inference:
         trained.embedder = SampledEmbedder(model, trained.sampler, config.sample.inference_batch)
     return trained
