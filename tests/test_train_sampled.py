@@ -139,8 +139,8 @@ def test_the_pipeline_yields_the_subgraphs_of_the_direct_call(planted, tmp_path)
         trainer.batches.items[trainer.batches.rows(2)[-1]])
 
 
-@pytest.mark.slow  # ~2 min on a loaded 2-core machine (two samplers and embedders traced)
-def test_sampled_inference_equals_the_full_pass_when_fanouts_exceed_every_degree(planted):  # noqa: F811,E501
+@pytest.mark.slow  # 2-7 min on a loaded 2-core machine (two samplers and embedders traced)
+def test_sampled_inference_equals_the_full_pass_above_every_degree(planted):  # noqa: F811
     """A 2-layer model's embedding of a node reads only its 2-hop neighbourhood; with fan-outs
     [1000, 1000] (above every degree of the planted graph: 10 items a user, 40 users at most an
     item) each batch's sampled neighbourhood holds all of it, so batched sampled inference (7
