@@ -1,7 +1,7 @@
 """Popularity vs ID-only MF vs tfrec (and its ablations) on seeded splits: valid, then test.
 
 Run: .venv/bin/python bench/train_compare.py [--schema schemas/movielens.pbtxt]
-         [--config configs/movielens.toml] [--variants popularity,mf,full,no_text,no_kg,no_gnn]
+         [--config configs/movielens.toml] [--variants popularity,mf,full,sampled,no_text,no_kg,no_gnn]
          [--seeds 0,1,2] [--split random|temporal] [--ratios 0.8,0.1,0.1] [--cold-items 0.05]
          [--out /tmp/tfrec-bench]
 Each variant is a `tfrec train` subprocess (so its peak memory is its own) on the per-user
@@ -38,6 +38,7 @@ VARIANTS = {  # config overrides; the gnn variants go on top of --config
            "train": {"epochs": 60, "learning_rate": 0.005, "temperature": 1.0,
                      "batch_size": 1024}},
     "full": {},
+    "sampled": {"train": {"mode": "sampled"}},  # the same model on sampled subgraphs
     "no_text": {"model": {"use_text": False}},
     "no_kg": {"model": {"use_kg": False}},
     "no_gnn": {"model": {"layers": 0}},

@@ -49,11 +49,12 @@ def test_spec_samples_every_edge_set_out_of_each_hop_with_its_fanout(prepared):
 @pytest.mark.slow  # ~1-2 min on a loaded 2-core machine: tracing TF-GNN's sampling models
 def test_subgraph_holds_model_edges_with_true_rows_and_never_the_batch_edges(prepared):
     graph, schema = prepared.model_graph, prepared.data.schema
-    sampler = SubgraphSampler(graph, schema, fanouts=[4, 4])
+    sampler = SubgraphSampler(graph, schema, fanouts=[4, 4], rescale_norm=True)
     users, items = prepared.split.pairs("train")
     pick = np.random.default_rng(0).choice(len(users), 30, replace=False)
     u, i = users[pick].astype(np.int32), items[pick].astype(np.int32)
     sub = sampler.sample(u, i)
+    sub.users, sub.items, sub.item_rows = (np.asarray(x) for x in sub.fields()[1:])
 
     full_rows = lambda g, n: np.arange(g.node_sets[n].total_size)  # noqa: E731
     batch = set(zip(u.tolist(), i.tolist()))
@@ -77,6 +78,15 @@ def test_subgraph_holds_model_edges_with_true_rows_and_never_the_batch_edges(pre
                                   graph.node_sets["item"]["id_mask"].numpy()[rows])
     assert set(_edges(sub.graph, "bought_by", _rows)) == {
         (b, a) for a, b in _edges(sub.graph, "buys", _rows)}
+    # efeat column 0: the full graph's norm x deg(v) / k(v), v the receiving item, deg its
+    # training buyers, k those in the subgraph (a sum over k edges estimates the full one)
+    full = graph.edge_sets["buys"]
+    norm_of = dict(zip(_edges(graph, "buys", full_rows), full["efeat"].numpy()[:, 0]))
+    deg = np.bincount(full.adjacency.target.numpy())
+    mine = _edges(sub.graph, "buys", _rows)
+    kept = np.bincount([b for _, b in mine], minlength=len(deg))
+    np.testing.assert_allclose(sub.graph.edge_sets["buys"]["efeat"].numpy()[:, 0],
+                               [norm_of[(a, b)] * deg[b] / kept[b] for a, b in mine], rtol=1e-6)
     assert sub.graph.spec.relax(num_nodes=True, num_edges=True) == \
         graph.spec.relax(num_nodes=True, num_edges=True)
 
@@ -87,8 +97,11 @@ def test_each_seed_user_gets_its_fanout_of_training_edges(prepared):
     batch, a seed user keeps exactly 4 of them in its subgraph (plus edges other seeds drew)."""
     graph, schema = prepared.model_graph, prepared.data.schema
     sampler = SubgraphSampler(graph, schema, fanouts=[4])
-    rows, eids = sampler.sampled_ids(np.array([0, 25], np.int32), np.zeros(0, np.int32))
-    buys = sampler.edges["buys"]
-    assert sorted(np.bincount(buys.source[eids["buys"]], minlength=40)[[0, 25]]) == [4, 4]
+    rows, eids = sampler.drawn(np.array([0, 25], np.int32), np.zeros(0, np.int32))
+    rows = {n: r.numpy() for n, r in rows.items()}
+    buys = sampler.edges["buys"].adjacency
+    source, target = buys.source.numpy(), buys.target.numpy()
+    drawn = eids["buys"].numpy()
+    assert sorted(np.bincount(source[drawn], minlength=40)[[0, 25]]) == [4, 4]
     assert set(rows["user"].tolist()) == {0, 25}
-    assert set(rows["item"].tolist()) == set(buys.target[eids["buys"]].tolist())
+    assert set(rows["item"].tolist()) == set(target[drawn].tolist())

@@ -7,7 +7,7 @@ A config file has up to seven sections, each optional, each key optional (defaul
     [train]  epochs = 40, batch_size = 8192, learning_rate = 0.01, ...
     [split]  method = "random", ratios = [0.8, 0.1, 0.1], seed = 0
     [eval]   ks = [10, 20], early_stop = "ndcg@20"
-    [sample] fanouts = [10, 10, 5], auto_edges = 200000
+    [sample] fanouts = [10, 10, 5], auto_edges = 200000, inference = "auto", ...
     [search] strategy = "evolution", trials = 20, conv = ["lightgcn", ...], ... (tfrec search)
 
 An unknown section or key, a wrong type or an impossible value (NaN and infinities included)
@@ -152,11 +152,19 @@ class SampleConfig(Validated):
     """Subgraph sampling (train.mode "sampled", or "auto" above auto_edges training
     interactions): TF-GNN's in-memory sampler draws, uniformly at random, up to fanouts[h] edges
     of every edge set out of each node reached at hop h, from the batch's users and items.
-    Fewer hops than model.layers leave the outer layers only the sampled neighbourhood."""
+    Fewer hops than model.layers leave the outer layers only the sampled neighbourhood.
+    inference: how validation, test and export embed users and items: "full" (one pass over
+    the whole graph), "sampled" (batches of inference_batch users or items, each from its
+    sampled neighbourhood with these fanouts; tfrec.train.inference) or "auto" ("sampled"
+    above auto_edges training interactions)."""
 
     fanouts: tuple[int, ...] = dataclasses.field(default=(10, 10, 5), metadata={
         "range": (1, 10000, None), "note": "edges per node and edge set, one number per hop"})
     auto_edges: int = _range(200_000, 1)
+    inference: str = dataclasses.field(default="auto", metadata={
+        "choices": ("auto", "full", "sampled"),
+        "note": '"full" graph, "sampled" neighbourhoods, or "auto" (by auto_edges)'})
+    inference_batch: int = _range(4096, 1, 1 << 20)
 
     SECTION = "sample"
 

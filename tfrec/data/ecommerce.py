@@ -219,6 +219,15 @@ def generate(out: Path, seed: int = SEED) -> None:
     rng = np.random.default_rng(seed)
     entities, item_entity, entity_entity, items, facts, sizes = _catalogue(rng)
     users, interactions = _interactions(rng, facts, sizes)
+    write_tables(out, entities, item_entity, entity_entity, items, users, interactions)
+    digests = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(out.glob("*.tsv"))}
+    (out / "MANIFEST").write_text("".join(f"{d}  {n}\n" for n, d in digests.items()))
+
+
+def write_tables(out: Path, entities, item_entity, entity_entity, items, users,
+                 interactions) -> None:
+    """The six TSV tables of schemas/ecommerce.pbtxt, from the rows `_catalogue` and
+    `_interactions` draw (bench/scale.py writes scaled-up catalogues with it)."""
     _tsv(out / "entities.tsv", ["entity_id", "name", "kind"], entities)
     _tsv(out / "entity_entity.tsv", ["child_id", "parent_id"], entity_entity)
     _tsv(out / "items.tsv", ["item_id", "title", "description", "price"], items)
@@ -226,8 +235,6 @@ def generate(out: Path, seed: int = SEED) -> None:
     _tsv(out / "users.tsv", ["user_id", "age_band", "region"], users)
     _tsv(out / "interactions.tsv", ["user_id", "item_id", "event", "weight", "timestamp"],
          interactions)
-    digests = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(out.glob("*.tsv"))}
-    (out / "MANIFEST").write_text("".join(f"{d}  {n}\n" for n, d in digests.items()))
 
 
 def default_dir() -> Path:

@@ -1,33 +1,49 @@
-"""Subgraphs sampled around a training batch, with TF-GNN's in-memory sampler.
+"""Subgraphs sampled around a training batch, with TF-GNN's in-memory sampler, in TF ops.
 
     model graph (tfrec.model.inputs; "row" on every node set, "efeat" on every edge set)
       --sampling_spec: per hop h, up to fanouts[h] random edges of every edge set out of each
         node reached (one spec rooted at the users, one at the items)
-      --TF-GNN in-memory sampler, seeded with the batch's distinct users and items
+      --its ops run in order on TF-GNN's InMemUniformEdgesSampler, each op drawing once for
+        every DISTINCT node its input ops reached (the frontier is deduplicated per hop)
       --union of both samples, closed under edge reversal, minus the batch's own (u, i) edges
       --> a GraphTensor of the model graph's spec: each node once, its features gathered by row
 
-Node identity: the sampler's output has no "#id"; the feature accessor carries "row" (the
-node's global index), and every edge set an "eid" (the edge's index in the model graph), so
-the union, the reversal and the removal of the predicted edges are set operations on global
-indices. Message passing must not see the edge it predicts: every edge between a batch user
-and its batch item (in the interaction edge set and its reverse) is dropped.
+Everything from the seeds to the GraphTensor is TF ops (`SubgraphSampler.pairs` and `.around`
+are tf.functions with [None] seed signatures, traced once), so the sampler runs inside a
+tf.data `map` and overlaps the training step (tfrec.train.fit), and its output has the relaxed
+spec of the model graph (None sizes): one compiled step for every subgraph.
 
-Edge features are those of the full graph: "efeat" column 0 stays the LightGCN norm of the
-FULL training graph's degrees, 1 / sqrt(deg(u) deg(v)), not the subgraph's. A sampled node
-then receives a subset of its full-graph terms (an unbiased estimate, up to a constant, of its
-full aggregation when neighbours are drawn uniformly), which is what TF-GNN users do: features
-are precomputed on the whole graph and sampling only selects edges.
+Why the frontier is deduplicated: TF-GNN's sampling model expands a tree, one draw per path,
+so a batch of B seeds reaches B * prod(fanouts) nodes per edge set at the last hop, most of them
+repeats once B is large (one batch of MovieLens-100K: several million draws for a 100k-edge
+graph). Here each distinct node draws once per op, so a hop costs at most the edges leaving
+the nodes it reached, and a node reached twice gets one uniform sample of up to `fanout` edges.
+
+Node identity: the sampled edges carry "eid" (their index in the model graph), so the union,
+the reversal and the removal of the predicted edges are set operations on global indices, and
+node sets carry "row" (the node's global index: ID embeddings are looked up by it). Message
+passing must not see the edge it predicts: every edge between a batch user and its batch item
+(in the interaction edge set and its reverse) is dropped (`pairs`; `around`, for inference,
+keeps every edge).
+
+Edge features are those of the full graph: "efeat" column 0 is the LightGCN norm of the FULL
+training graph's degrees, 1 / sqrt(deg(u) deg(v)), not the subgraph's (what TF-GNN users do:
+features are precomputed on the whole graph and sampling only selects edges). A sampled node
+receives k of its deg full-graph terms; with `rescale_norm` (the lightgcn conv) each is scaled
+by deg / k, so the sum estimates the full one (uniform draws: unbiased) instead of k / deg of
+it, and training sees the scale inference sees. With fan-outs at least every degree and one
+hop per GNN layer, `around` gives each seed its full-graph embedding.
 """
 
 import dataclasses
 
-import numpy as np
 import tensorflow as tf
 import tensorflow_gnn as tfgnn
 from tensorflow_gnn.experimental import sampler as tfgnn_sampler
 
 from tfrec.schema import Schema
+
+_NO_KEY = tf.int64.max  # sorts after every (user << 32 | item) key
 
 
 def sampling_spec(graph_schema, seed_set: str, fanouts) -> "tfgnn.sampler.SamplingSpec":
@@ -53,7 +69,8 @@ def sampling_spec(graph_schema, seed_set: str, fanouts) -> "tfgnn.sampler.Sampli
 
 @dataclasses.dataclass
 class Subgraph:
-    """A graph to embed and where a batch's pairs sit in it.
+    """A graph to embed and where a batch's nodes sit in it (tensors, or numpy for the full
+    graph).
 
     graph: a model-graph GraphTensor (the full one, or a sampled subgraph);
     users, items: [B] int32 positions of the batch's users / items in their node sets;
@@ -61,18 +78,25 @@ class Subgraph:
       where positions are rows)."""
 
     graph: object
-    users: np.ndarray
-    items: np.ndarray
-    item_rows: np.ndarray | None = None
+    users: object
+    items: object
+    item_rows: object = None
+
+    def fields(self) -> tuple:
+        return self.graph, self.users, self.items, self.item_rows
 
 
-@dataclasses.dataclass
-class _EdgeSet:
-    source_set: str
-    target_set: str
-    source: np.ndarray  # [E] int32 global rows
-    target: np.ndarray
-    features: dict  # name -> [E, ...] numpy
+def _sorted_unique(values: tf.Tensor) -> tf.Tensor:
+    return tf.sort(tf.unique(values).y)
+
+
+def _union(*parts: tf.Tensor) -> tf.Tensor:
+    """The sorted distinct values of 1-D int32 tensors."""
+    return _sorted_unique(tf.concat(parts, 0))
+
+
+def _pair_keys(users: tf.Tensor, items: tf.Tensor) -> tf.Tensor:
+    return tf.cast(users, tf.int64) * (1 << 32) + tf.cast(items, tf.int64)
 
 
 class SubgraphSampler:
@@ -80,16 +104,19 @@ class SubgraphSampler:
     its users and at its items (see the module docstring).
 
     graph: the scalar model graph; schema: its tfrec Schema (user/item sets, the interaction
-    edge set and the reverse_of pairs); fanouts: edges per hop."""
+    edge set and the reverse_of pairs); fanouts: edges per hop; seed: the edge draws' seed;
+    rescale_norm: scale "efeat" column 0 (the LightGCN norm) of each edge by deg(v) / k(v), v
+    its receiver (target), deg its in-degree in the edge set in the full graph, k in the
+    subgraph, so a receiver's sum over its k sampled edges estimates its full sum rather than
+    k / deg of it (exact where every edge is kept: k = deg)."""
 
-    def __init__(self, graph, schema: Schema, fanouts):
+    def __init__(self, graph, schema: Schema, fanouts, seed: int | None = None,
+                 rescale_norm: bool = False):
         self.user_set, self.item_set = schema.user_set, schema.item_set
-        self.nodes = {n: {f: v.numpy() for f, v in s.features.items()}
-                      for n, s in graph.node_sets.items()}
-        self.edges = {n: _EdgeSet(e.adjacency.source_name, e.adjacency.target_name,
-                                  e.adjacency.source.numpy(), e.adjacency.target.numpy(),
-                                  {f: v.numpy() for f, v in e.features.items()})
-                      for n, e in graph.edge_sets.items()}
+        self.spec = graph.spec.relax(num_nodes=True, num_edges=True)  # that of every subgraph
+        self.nodes = {n: dict(s.features) for n, s in graph.node_sets.items()}
+        self.sizes = {n: int(s.total_size) for n, s in graph.node_sets.items()}
+        self.edges = {n: e for n, e in graph.edge_sets.items()}
         self.interaction_sets = [n for n in self.edges if n == schema.interactions
                                  or schema.edge_sets[n].reverse_of == schema.interactions]
         self.reverse = {}
@@ -98,86 +125,131 @@ class SubgraphSampler:
             if fwd in self.edges:
                 self._check_reversed(fwd, name)
                 self.reverse[name], self.reverse[fwd] = fwd, name
-        self.graph_schema = tfgnn.create_schema_pb_from_graph_spec(graph.spec)
+        self.in_degree = {n: tf.math.bincount(e.adjacency.target, minlength=self.sizes[
+            e.adjacency.target_name], dtype=tf.float32) for n, e in self.edges.items()} \
+            if rescale_norm else None
+        graph_schema = tfgnn.create_schema_pb_from_graph_spec(graph.spec)
+        self.specs = {root: sampling_spec(graph_schema, root, fanouts)
+                      for root in (self.user_set, self.item_set)}
         index_graph = self._index_graph(graph)
-        self.models = {root: tfgnn_sampler.create_sampling_model_from_spec(
-            self.graph_schema, sampling_spec(self.graph_schema, root, fanouts),
-            lambda op: tfgnn_sampler.InMemUniformEdgesSampler.from_graph_tensor(
-                index_graph, op.edge_set_name, sample_size=op.sample_size, name=op.op_name),
-            lambda node_set: tfgnn_sampler.InMemIndexToFeaturesAccessor.from_graph_tensor(
-                index_graph, node_set),
-            seed_node_dtype=tf.int32) for root in (self.user_set, self.item_set)}
-        seeds = tf.RaggedTensorSpec([1, None], tf.int32, ragged_rank=1)
-        self.samplers = {root: tf.function(model, input_signature=[seeds])
-                         for root, model in self.models.items()}
+        self.draws = {}  # (edge set, fanout) -> TF-GNN edge sampler, shared by both roots
+        for spec in self.specs.values():
+            for op in spec.sampling_ops:
+                key = (op.edge_set_name, op.sample_size)
+                if key not in self.draws:
+                    self.draws[key] = tfgnn_sampler.InMemUniformEdgesSampler.from_graph_tensor(
+                        index_graph, op.edge_set_name, sample_size=op.sample_size,
+                        seed=None if seed is None else seed + len(self.draws),
+                        name=f"{op.edge_set_name}.{op.sample_size}")
+        seeds = tf.TensorSpec([None], tf.int32)
+        self.pairs = tf.function(self._pairs, input_signature=[seeds, seeds])
+        self.around = tf.function(self._around, input_signature=[seeds, seeds])
 
     def _check_reversed(self, forward: str, reverse: str) -> None:
-        f, r = self.edges[forward], self.edges[reverse]
-        if not (np.array_equal(f.source, r.target) and np.array_equal(f.target, r.source)):
+        f, r = self.edges[forward].adjacency, self.edges[reverse].adjacency
+        if not (f.source.shape == r.target.shape
+                and bool(tf.reduce_all(f.source == r.target))
+                and bool(tf.reduce_all(f.target == r.source))):
             raise ValueError(f"edge set {reverse} is not {forward} reversed edge by edge")
 
     @staticmethod
     def _index_graph(graph):
-        """The model graph's structure with only "row" on nodes and "eid" on edges: what the
-        sampler carries through to its output."""
+        """The model graph's structure with only "eid" on edges: what the sampler carries
+        through to its output."""
         return tfgnn.GraphTensor.from_pieces(
-            node_sets={n: tfgnn.NodeSet.from_fields(sizes=s.sizes, features={"row": s["row"]})
+            node_sets={n: tfgnn.NodeSet.from_fields(sizes=s.sizes, features={})
                        for n, s in graph.node_sets.items()},
             edge_sets={n: tfgnn.EdgeSet.from_fields(
                 sizes=e.sizes, adjacency=e.adjacency,
                 features={"eid": tf.range(e.total_size, dtype=tf.int32)})
                 for n, e in graph.edge_sets.items()})
 
-    def sampled_ids(self, users: np.ndarray, items: np.ndarray):
-        """(node set -> [N] global rows, edge set -> [E] edge ids) of the union of the samples
-        rooted at the distinct `users` and `items`, seeds included, as drawn (before the
-        reversal and the removal of the batch's edges)."""
-        rows = {n: [] for n in self.nodes}
-        eids = {n: [] for n in self.edges}
-        for root, seeds in ((self.user_set, users), (self.item_set, items)):
-            seeds = np.unique(seeds).astype(np.int32)
-            rows[root].append(seeds)
-            sample = self.samplers[root](tf.RaggedTensor.from_row_lengths(seeds, [len(seeds)]))
-            sample = sample.merge_batch_to_components()
-            for n, s in sample.node_sets.items():
-                rows[n].append(s["row"].numpy())
-            for n, e in sample.edge_sets.items():
-                eids[n].append(e["eid"].numpy())
-        return ({n: np.unique(np.concatenate(v)).astype(np.int32) for n, v in rows.items()},
-                {n: np.unique(np.concatenate(v or [np.zeros(0, np.int32)])).astype(np.int32)
-                 for n, v in eids.items()})
+    def _draw(self, root: str, seeds: tf.Tensor, rows: dict, eids: dict) -> None:
+        """Appends to rows (node set -> list of [N] global rows) and eids (edge set -> list
+        of [E] edge ids) what the ops of the spec rooted at `root` draw from the distinct
+        `seeds`; each op draws once per distinct node of its pooled inputs."""
+        spec = self.specs[root]
+        reached = {spec.seed_op.op_name: seeds}
+        for op in spec.sampling_ops:
+            frontier = _union(*(reached[name] for name in op.input_op_names))
+            edges = self.draws[(op.edge_set_name, op.sample_size)](
+                tf.RaggedTensor.from_row_lengths(frontier, tf.shape(frontier, tf.int64)[:1]))
+            reached[op.op_name] = tf.cast(edges[tfgnn.TARGET_NAME].values, tf.int32)
+            eids[op.edge_set_name].append(edges["eid"].values)
+            rows[self.edges[op.edge_set_name].adjacency.target_name].append(reached[op.op_name])
 
-    def sample(self, users: np.ndarray, items: np.ndarray) -> Subgraph:
-        """users, items [B] global rows of the batch's pairs -> the Subgraph to embed."""
-        rows, eids = self.sampled_ids(users, items)
-        for name, partner in self.reverse.items():  # a sampled edge brings its reverse
-            eids[name] = np.union1d(eids[name], eids[partner]).astype(np.int32)
-        batch = set((users.astype(np.int64) << 32 | items.astype(np.int64)).tolist())
-        for name in self.interaction_sets:
-            e = self.edges[name]
-            u, i = (e.source, e.target) if e.source_set == self.user_set else (e.target, e.source)
-            keys = u[eids[name]].astype(np.int64) << 32 | i[eids[name]].astype(np.int64)
-            eids[name] = eids[name][~np.isin(keys, list(batch))]
-        for name, ids in eids.items():  # every endpoint is a sampled node; made sure of
-            e = self.edges[name]
-            rows[e.source_set] = np.union1d(rows[e.source_set], e.source[ids]).astype(np.int32)
-            rows[e.target_set] = np.union1d(rows[e.target_set], e.target[ids]).astype(np.int32)
+    def drawn(self, users, items):
+        """(node set -> [N] sorted global rows, edge set -> [E] sorted edge ids) of the union
+        of the samples rooted at the distinct `users` and `items`, seeds included, as drawn
+        (before the reversal and the removal of the batch's edges)."""
+        none = tf.zeros([0], tf.int32)
+        rows = {n: [none] for n in self.nodes}
+        eids = {n: [none] for n in self.edges}
+        for root, seeds in ((self.user_set, users), (self.item_set, items)):
+            seeds = _union(seeds)
+            rows[root].append(seeds)
+            self._draw(root, seeds, rows, eids)
+        return {n: _union(*v) for n, v in rows.items()}, {n: _union(*v) for n, v in eids.items()}
+
+    def _subgraph(self, users, items, drop_pairs: bool) -> Subgraph:
+        """The sample around `users` and `items` closed under reversal (minus the (users[k],
+        items[k]) edges if `drop_pairs`) as a GraphTensor, and where the seeds sit in it."""
+        rows, eids = self.drawn(users, items)
+        eids = {name: _union(ids, eids[self.reverse[name]]) if name in self.reverse else ids
+                for name, ids in eids.items()}  # a sampled edge brings its reverse
+        if drop_pairs:
+            batch = tf.concat([_sorted_unique(_pair_keys(users, items)), [_NO_KEY]], 0)
+            for name in self.interaction_sets:
+                adj = self.edges[name].adjacency
+                u, i = (adj.source, adj.target) if adj.source_name == self.user_set \
+                    else (adj.target, adj.source)
+                keys = _pair_keys(tf.gather(u, eids[name]), tf.gather(i, eids[name]))
+                found = tf.gather(batch, tf.searchsorted(batch, keys)) == keys
+                eids[name] = tf.boolean_mask(eids[name], ~found)
+        ends = {n: [r] for n, r in rows.items()}  # every endpoint is a sampled node
+        for name, ids in eids.items():
+            adj = self.edges[name].adjacency
+            ends[adj.source_name].append(tf.gather(adj.source, ids))
+            ends[adj.target_name].append(tf.gather(adj.target, ids))
+        rows = {n: _union(*v) for n, v in ends.items()}
         node_sets = {n: tfgnn.NodeSet.from_fields(
-            sizes=tf.constant([len(r)], tf.int32),
-            features={f: tf.constant(v[r]) for f, v in self.nodes[n].items()})
+            sizes=tf.size(r)[None], features={f: tf.gather(v, r) for f, v in self.nodes[n].items()})
             for n, r in rows.items()}
         edge_sets = {}
         for name, ids in eids.items():
-            e = self.edges[name]
-            source = np.searchsorted(rows[e.source_set], e.source[ids]).astype(np.int32)
-            target = np.searchsorted(rows[e.target_set], e.target[ids]).astype(np.int32)
+            edges = self.edges[name]
+            adj = edges.adjacency
+            source = tf.searchsorted(rows[adj.source_name], tf.gather(adj.source, ids))
+            target = tf.searchsorted(rows[adj.target_name], tf.gather(adj.target, ids))
+            features = {f: tf.gather(v, ids) for f, v in edges.features.items()}
+            if self.in_degree is not None and "efeat" in features:
+                kept = tf.math.unsorted_segment_sum(tf.ones_like(target, tf.float32), target,
+                                                    tf.size(rows[adj.target_name]))
+                scale = tf.gather(tf.gather(self.in_degree[name], rows[adj.target_name])
+                                  / tf.maximum(kept, 1.0), target)
+                efeat = features["efeat"]
+                features["efeat"] = tf.concat([efeat[:, :1] * scale[:, None], efeat[:, 1:]], 1)
             edge_sets[name] = tfgnn.EdgeSet.from_fields(
-                sizes=tf.constant([len(ids)], tf.int32),
-                adjacency=tfgnn.Adjacency.from_indices((e.source_set, tf.constant(source)),
-                                                       (e.target_set, tf.constant(target))),
-                features={f: tf.constant(v[ids]) for f, v in e.features.items()})
+                sizes=tf.size(ids)[None],
+                adjacency=tfgnn.Adjacency.from_indices((adj.source_name, source),
+                                                       (adj.target_name, target)),
+                features=features)
         graph = tfgnn.GraphTensor.from_pieces(node_sets=node_sets, edge_sets=edge_sets)
-        return Subgraph(graph,
-                        np.searchsorted(rows[self.user_set], users).astype(np.int32),
-                        np.searchsorted(rows[self.item_set], items).astype(np.int32),
-                        rows[self.item_set])
+        item_rows = rows[self.item_set]
+        return Subgraph(graph, tf.searchsorted(rows[self.user_set], users),
+                        tf.searchsorted(item_rows, items), item_rows)
+
+    def _pairs(self, users, items):
+        """users, items [B] global rows of a batch's (user, item) pairs -> the training
+        Subgraph's fields (graph, users [B], items [B], item_rows), the pairs' edges dropped."""
+        return self._subgraph(users, items, drop_pairs=True).fields()
+
+    def _around(self, users, items):
+        """[U] user and [I] item global rows -> the Subgraph's fields around them (every
+        sampled edge kept: inference)."""
+        return self._subgraph(users, items, drop_pairs=False).fields()
+
+    def sample(self, users, items) -> Subgraph:
+        """users, items [B] global rows of the batch's pairs -> the Subgraph to embed."""
+        return Subgraph(*self.pairs(tf.convert_to_tensor(users, tf.int32),
+                                    tf.convert_to_tensor(items, tf.int32)))

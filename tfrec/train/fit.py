@@ -4,14 +4,16 @@
     per epoch: steps -> refresh fine-tuned text -> validate -> checkpoint + early stop -> log
 Each step embeds a graph, then scores the batch's pairs: the whole model graph (`FullGraph`,
 train.mode "full") or a subgraph sampled around the batch's users and items (`SampledGraph`,
-"sampled": tfrec.data.sampling; its items are the retrieval candidates). Validation, test and
-export embed the full graph.
+"sampled": tfrec.data.sampling in a prefetched tf.data pipeline, one compiled step for every
+subgraph; its items are the retrieval candidates). Validation, test and export embed the full
+graph, or batches of sampled neighbourhoods (sample.inference, tfrec.train.inference).
 Early stopping on a validation metric (`eval.early_stop`; test never chooses anything), a
 checkpoint every epoch (resumable), the best one in checkpoints/best, TensorBoard, and a clean
 stop (exit 3) on a non-finite loss.
 """
 
 import dataclasses
+import itertools
 import math
 import time
 
@@ -28,6 +30,7 @@ from tfrec.heads.ranking import RankingHead
 from tfrec.heads.retrieval import RetrievalHead
 from tfrec.model.recommender import Embeddings, GraphRecommender, resolved
 from tfrec.train import distribute
+from tfrec.train.inference import SampledEmbedder, by_size
 from tfrec.train.prepare import Prepared
 from tfrec.train.run_dir import RunDir
 from tfrec.train.tensorboard import Board
@@ -46,6 +49,8 @@ class Trained:
     ranking: RankingHead | None
     checkpoint: tf.train.Checkpoint
     graph: object  # the model graph (tfrec.model.inputs) of the full training graph
+    sampler: SubgraphSampler | None = None  # of `graph`, if training or inference samples
+    embedder: SampledEmbedder | None = None  # sample.inference "sampled": batched inference
 
 
 @dataclasses.dataclass
@@ -100,12 +105,23 @@ def build(prepared: Prepared, config: Config, optimizers: dict | None = None) ->
     if ranking is not None:
         state["ranking"] = ranking
     state.update(optimizers or {})
-    return Trained(model, ranking, tf.train.Checkpoint(**state), graph)
+    trained = Trained(model, ranking, tf.train.Checkpoint(**state), graph)
+    sampled_inference = by_size(prepared, config, config.sample.inference) == "sampled"
+    if sampled_inference or training_mode(prepared, config) == "sampled":
+        trained.sampler = SubgraphSampler(
+            graph, prepared.data.schema, config.sample.fanouts, seed=config.train.seed,
+            rescale_norm=config.model.conv == "lightgcn")
+    if sampled_inference:
+        trained.embedder = SampledEmbedder(model, trained.sampler, config.sample.inference_batch)
+    return trained
 
 
 def embeddings(trained: Trained) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """(user [U, D], item [I, D], item bias [I] or None) float32 numpy, in inference mode:
-    the score of (u, i) is user[u] . item[i] + bias[i]."""
+    the score of (u, i) is user[u] . item[i] + bias[i]. From the full graph in one pass, or
+    from sampled neighbourhoods in batches (sample.inference, tfrec.train.inference)."""
+    if trained.embedder is not None:
+        return trained.embedder()
     e = trained.model.embed(trained.graph, training=False)
     return e.user.numpy(), e.item.numpy(), None if e.item_bias is None else e.item_bias.numpy()
 
@@ -139,22 +155,23 @@ class Batches:
     def steps(self) -> int:
         return math.ceil(len(self.users) / self.batch)
 
-    def epoch(self, epoch: int):
-        """Yields (user rows [B], item rows [B], labels [B]) for each step of `epoch`."""
+    def rows(self, epoch: int) -> np.ndarray:
+        """[steps, B] indices of the training pairs of each step of `epoch` (a seeded
+        shuffle; the last step wraps around)."""
         n = len(self.users)
         order = np.random.default_rng([self.seed, epoch]).permutation(n)
-        for s in range(self.steps):
-            rows = order[(s * self.batch + np.arange(self.batch)) % n]
+        return order[np.arange(self.steps * self.batch).reshape(self.steps, self.batch) % n]
+
+    def epoch(self, epoch: int):
+        """Yields (user rows [B], item rows [B], labels [B]) for each step of `epoch`."""
+        for rows in self.rows(epoch):
             yield self.users[rows], self.items[rows], self.labels[rows]
 
 
 def training_mode(prepared: Prepared, config: Config) -> str:
     """"full" or "sampled": train.mode, "auto" resolved by the number of training interaction
     edges against sample.auto_edges."""
-    if config.train.mode != "auto":
-        return config.train.mode
-    edges = int(prepared.model_graph.edge_sets[prepared.data.schema.interactions].total_size)
-    return "sampled" if edges > config.sample.auto_edges else "full"
+    return by_size(prepared, config, config.train.mode)
 
 
 class FullGraph:
@@ -167,17 +184,58 @@ class FullGraph:
     def batch(self, users: np.ndarray, items: np.ndarray) -> Subgraph:
         return Subgraph(self.graph, users, items)
 
+    def epoch(self, batches: "Batches", epoch: int, objective: "Objective"):
+        """Yields (Subgraph, labels [B], candidates None) for each step of `epoch`."""
+        for users, items, labels in batches.epoch(epoch):
+            yield self.batch(users, items), labels, None
+
 
 class SampledGraph:
     """Every step embeds a subgraph sampled around the batch's users and items (TF-GNN's
-    in-memory sampler, `sample.fanouts`; the batch's own edges removed)."""
+    in-memory sampler, `sample.fanouts`; the batch's own edges removed), drawn in ONE tf.data
+    pipeline for the whole fit (traced and optimised once), which samples the next batches,
+    across epoch ends too, while the current step runs."""
 
-    def __init__(self, prepared: Prepared, config: Config):
-        self.sampler = SubgraphSampler(prepared.model_graph, prepared.data.schema,
-                                       config.sample.fanouts)
+    def __init__(self, sampler: SubgraphSampler):
+        self.sampler = sampler
+        self._next = None  # (epoch the pipeline is at, its iterator)
 
     def batch(self, users: np.ndarray, items: np.ndarray) -> Subgraph:
         return self.sampler.sample(users, items)
+
+    def dataset(self, batches: "Batches", first_epoch: int, objective: "Objective"):
+        """The steps of epochs first_epoch, first_epoch + 1, ... as a tf.data.Dataset of
+        (graph, users [B], items [B], item_rows [I_g], labels [B], candidates [C]):
+        pairs (Batches.epoch) -> sampled subgraph (Dataset.map) -> prefetch."""
+        b = batches.batch
+
+        def pairs():
+            for epoch in itertools.count(first_epoch):
+                yield from batches.epoch(epoch)
+
+        def sample(users, items, labels):
+            graph, u, i, item_rows = self.sampler.pairs(users, items)
+            return graph, u, i, item_rows, labels, objective.candidates(item_rows)
+
+        signature = (tf.TensorSpec([b], tf.int32), tf.TensorSpec([b], tf.int32),
+                     tf.TensorSpec([b], tf.float32))
+        return tf.data.Dataset.from_generator(pairs, output_signature=signature).map(
+            sample).prefetch(tf.data.AUTOTUNE)
+
+    def epoch(self, batches: "Batches", epoch: int, objective: "Objective"):
+        """Yields (Subgraph, labels [B], candidates [C]) for each step of `epoch`; the
+        pipeline carries on from the previous epoch when `epoch` follows it."""
+        if self._next is None or self._next[0] != epoch:
+            self._next = (epoch, iter(self.dataset(batches, epoch, objective)))
+        steps = self._next[1]
+        for _ in range(batches.steps):
+            graph, u, i, item_rows, labels, candidates = next(steps)
+            yield Subgraph(graph, u, i, item_rows), labels, candidates
+        self._next = (epoch + 1, steps)
+
+    def close(self) -> None:
+        """Stops the pipeline (its Python generator ends while the interpreter is alive)."""
+        self._next = None
 
 
 class Objective:
@@ -192,8 +250,8 @@ class Objective:
         if t.applies_logq:  # how often an item is a positive (drawn as an in-batch negative)
             sampling = (np.bincount(items, minlength=prepared.num_items) / len(items)
                         ).astype(np.float32)
-        self.seen = np.bincount(items, minlength=prepared.num_items) > 0
-        seen = np.flatnonzero(self.seen)
+        seen = np.flatnonzero(np.bincount(items, minlength=prepared.num_items))
+        self.seen = tf.constant(np.bincount(items, minlength=prepared.num_items) > 0)
         negatives = None if t.negatives == "all" else int(t.negatives)
         self.retrieval = RetrievalHead(seen, t.temperature, negatives, batches.chunk, sampling)
         self.ranking = trained.ranking
@@ -202,12 +260,10 @@ class Objective:
             if t.align_weight > 0 and has_text else None
         self.chunk = batches.chunk
 
-    def candidates(self, view: Subgraph) -> np.ndarray | None:
-        """[C] int32 positions of the items of a sampled graph that may be negatives (those
-        seen in training); None for the full graph (the retrieval head's own)."""
-        if view.item_rows is None:
-            return None
-        return np.flatnonzero(self.seen[view.item_rows]).astype(np.int32)
+    def candidates(self, item_rows: tf.Tensor) -> tf.Tensor:
+        """item_rows: [I_g] global rows of the items of a sampled graph -> [C] int32 positions
+        of those that may be negatives (seen in training). TF ops: runs in the tf.data map."""
+        return tf.cast(tf.where(tf.gather(self.seen, item_rows))[:, 0], tf.int32)
 
     def __call__(self, e: Embeddings, u_rows, i_rows, labels, candidates=None,
                  item_rows=None) -> dict:
@@ -269,7 +325,7 @@ class Trainer:
             self.objective = Objective(prepared, config, self.trained, self.batches)
         self.mode = training_mode(prepared, config)
         distribute.check_mode(config.train.strategy, self.mode)
-        self.graphs = SampledGraph(prepared, config) if self.mode == "sampled" \
+        self.graphs = SampledGraph(self.trained.sampler) if self.mode == "sampled" \
             else FullGraph(self.trained.graph)
         self.metric = config.eval.early_stop
         ckpt = self.trained.checkpoint
@@ -359,6 +415,8 @@ class Trainer:
                 self._write(bar, f"early stop: no better {self.metric} for {t.patience} epochs")
                 break
         bar.close()
+        if isinstance(self.graphs, SampledGraph):
+            self.graphs.close()
         restore_best(self.trained, self.run)
         report = FitReport(int(ckpt.best_epoch.numpy()), float(ckpt.best.numpy()), epoch,
                            float(np.mean(seconds)) if seconds else 0.0, resumed, self.mode)
@@ -375,38 +433,39 @@ class Trainer:
                  f"{float(ckpt.best.numpy()):.4f} at epoch {int(ckpt.best_epoch.numpy())})")
         return resumed
 
-    def _shares(self, epoch: int, replicas=range(1)):
-        """Yields, for each step of `epoch`, the step inputs ({name: array, or the sampled
-        subgraph under "graph"}) of each replica in `replicas`: replica r's share is rows
-        [r b, (r + 1) b) of the batch, b = B / R (R = num_replicas_in_sync)."""
-        count = self.config.text.finetune_items
+    def _fresh(self, items, rng: np.random.Generator) -> np.ndarray:
+        """[text.finetune_items] int32 distinct items of `items` whose text a step re-encodes
+        with gradients ([0] without fine-tuning)."""
+        if self.prepared.sentence_encoder is None:
+            return np.zeros([0], np.int32)
+        return _fresh_items(np.asarray(items), self.config.text.finetune_items, rng)
+
+    def _shares(self, epoch: int, replicas):
+        """Yields, for each step of `epoch`, the step inputs {name: array} of each replica in
+        `replicas` on the full graph (sampled training under a strategy is refused:
+        distribute.check_mode): replica r's share is rows [r b, (r + 1) b) of the batch,
+        b = B / R (R = num_replicas_in_sync)."""
         rng = np.random.default_rng([self.config.train.seed, epoch, 1])
         b = self.batches.batch // self.replicas
         for u, i, y in self.batches.epoch(epoch):
-            step = []
-            for r in replicas:
-                rows = slice(r * b, (r + 1) * b)
-                view = self.graphs.batch(u[rows], i[rows])
-                fresh = _fresh_items(view.items, count, rng) \
-                    if self.prepared.sentence_encoder is not None else np.zeros([0], np.int32)
-                inputs = {"u_rows": view.users, "i_rows": view.items, "labels": y[rows],
-                          "fresh": fresh}
-                candidates = self.objective.candidates(view)
-                if candidates is not None:
-                    inputs.update(graph=view.graph, candidates=candidates,
-                                  item_rows=view.item_rows)
-                step.append(inputs)
-            yield step
+            shares = [slice(r * b, (r + 1) * b) for r in replicas]
+            yield [{"u_rows": u[rows], "i_rows": i[rows], "labels": y[rows],
+                    "fresh": self._fresh(i[rows], rng)} for rows in shares]
 
     def _steps(self, epoch: int):
-        """Runs the steps of `epoch`, yielding each one's losses {name: scalar}."""
+        """Runs the steps of `epoch`, yielding each one's losses {name: scalar}: on the
+        strategy's replicas, or on one device from `self.graphs` (the full graph, or the
+        sampled subgraphs of its tf.data pipeline)."""
         if self.runner is not None:
             yield from self.runner.epoch(lambda replicas: self._shares(epoch, replicas),
                                          self.batches.steps)
             return
-        for (inputs,) in self._shares(epoch):
-            graph = inputs.pop("graph", self.trained.graph)
-            yield self.step(graph, **{k: tf.constant(v) for k, v in inputs.items()})
+        rng = np.random.default_rng([self.config.train.seed, epoch, 1])
+        for view, y, candidates in self.graphs.epoch(self.batches, epoch, self.objective):
+            yield self.step(view.graph, tf.convert_to_tensor(view.users),
+                            tf.convert_to_tensor(view.items), tf.convert_to_tensor(y),
+                            tf.constant(self._fresh(view.items, rng)), candidates,
+                            view.item_rows)
 
     def _train_epoch(self, epoch: int, bar) -> dict[str, float]:
         """Runs the steps of `epoch`; returns the mean of each loss component."""
