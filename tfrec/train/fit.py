@@ -238,6 +238,41 @@ class SampledGraph:
         self._next = None
 
 
+class SampledFiles:
+    """Every step embeds link subgraphs read from a `tfrec data sample` folder (sample.examples:
+    TF-GNN's Beam sampler, one subgraph per training pair; tfrec.data.beam_reader): an epoch is
+    one pass over its examples, shuffled with (train.seed, epoch), in batches of B; the labels
+    are the files' (the same ranking labels as Batches'), the candidates the Objective's of
+    each batch's items, as SampledGraph's."""
+
+    SHUFFLE = 1 << 16  # examples in the shuffle buffer (a full shuffle up to that many)
+
+    def __init__(self, folder: str, prepared: Prepared, config: Config, batches: "Batches"):
+        from tfrec.data.beam_reader import check_sampled
+
+        graph, schema = prepared.model_graph, prepared.data.schema
+        self.info = check_sampled(
+            folder, schema=schema.path, fanouts=config.sample.fanouts,
+            split=dataclasses.asdict(config.split), pairs=len(batches.users), batch=batches.batch,
+            nodes={n: int(s.total_size) for n, s in graph.node_sets.items()})
+        self.folder, self.spec, self.schema = folder, graph.spec, schema
+        self.batch, self.seed = batches.batch, config.train.seed
+        self.steps = self.info["examples"] // self.batch  # the last partial batch is dropped
+
+    def epoch(self, batches: "Batches", epoch: int, objective: "Objective"):
+        """Yields (Subgraph, labels [B], candidates [C]) for each step of `epoch`."""
+        from tfrec.data.beam_reader import read_sampled
+
+        data = read_sampled(self.folder, self.spec, self.schema.user_set, self.schema.item_set,
+                            batch_size=self.batch, shuffle=min(self.info["examples"], self.SHUFFLE),
+                            seed=self.seed * 100_003 + epoch)
+        for graph, u, i, item_rows, labels in data:
+            yield Subgraph(graph, u, i, item_rows), labels, objective.candidates(item_rows)
+
+    def close(self) -> None:
+        pass
+
+
 class Objective:
     """The losses of a batch from the model's embeddings, each a head of its own: TFRS
     retrieval, TFRS ranking (optional), text/graph alignment (optional), L2 on layer-0 states."""
@@ -325,8 +360,7 @@ class Trainer:
             self.objective = Objective(prepared, config, self.trained, self.batches)
         self.mode = training_mode(prepared, config)
         distribute.check_mode(config.train.strategy, self.mode)
-        self.graphs = SampledGraph(self.trained.sampler) if self.mode == "sampled" \
-            else FullGraph(self.trained.graph)
+        self.graphs = self._graphs()
         self.metric = config.eval.early_stop
         ckpt = self.trained.checkpoint
         self.resume_from = run.latest_checkpoint()  # checked: TfrecError naming a damaged file
@@ -337,6 +371,18 @@ class Trainer:
         self.runner = None if config.train.strategy == "default" else distribute.runner(
             self.strategy, self.step, self._signature(self.batches.batch // self.replicas),
             None if self.mode == "sampled" else self.trained.graph)
+
+    def _graphs(self):
+        """What each step embeds: FullGraph, SampledGraph, or SampledFiles (sample.examples)."""
+        examples = self.config.sample.examples
+        if examples and self.mode != "sampled":
+            raise TfrecError(f"sample.examples is set ({examples}), but training runs on the "
+                             "full graph: set train.mode = \"sampled\" to train from it")
+        if examples:
+            return SampledFiles(examples, self.prepared, self.config, self.batches)
+        if self.mode == "sampled":
+            return SampledGraph(self.trained.sampler)
+        return FullGraph(self.trained.graph)
 
     def _signature(self, rows: int) -> dict:
         """{input name: tf.TypeSpec} of a step's inputs for `rows` pairs (`_shares`)."""
@@ -415,7 +461,7 @@ class Trainer:
                 self._write(bar, f"early stop: no better {self.metric} for {t.patience} epochs")
                 break
         bar.close()
-        if isinstance(self.graphs, SampledGraph):
+        if self.mode == "sampled":
             self.graphs.close()
         restore_best(self.trained, self.run)
         report = FitReport(int(ckpt.best_epoch.numpy()), float(ckpt.best.numpy()), epoch,
@@ -470,6 +516,7 @@ class Trainer:
     def _train_epoch(self, epoch: int, bar) -> dict[str, float]:
         """Runs the steps of `epoch`; returns the mean of each loss component."""
         sums: dict[str, float] = {}
+        s = -1
         for s, losses in enumerate(self._steps(epoch)):
             for k, v in losses.items():
                 sums[k] = sums.get(k, 0.0) + float(v)
@@ -479,7 +526,7 @@ class Trainer:
                     f"the training loss became {sums['total']} at epoch {epoch}, step {s + 1}; "
                     f"training stopped and {self.run.kept_checkpoint_note()}: lower "
                     "train.learning_rate and train into a new --run-dir")
-        return {k: v / self.batches.steps for k, v in sums.items()}
+        return {k: v / (s + 1) for k, v in sums.items()}
 
     def _validate(self) -> dict[str, float]:
         scores = embedding_score_fn(*embeddings(self.trained))
