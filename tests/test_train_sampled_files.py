@@ -100,3 +100,22 @@ def test_training_from_the_beam_samplers_examples_recovers_planted_groups(plante
     auc = group_auc(user, item, np.arange(2 * GROUP_ITEMS))
     print(f"warm-item group AUC {auc:.3f}, valid {report.best_valid:.4f}")
     assert auc >= 0.9
+
+
+@pytest.mark.parametrize("mode, message", [
+    ("sampled", "is not a folder written by `tfrec data sample`"),
+    ("full", "but training runs on the full graph: set train.mode = \"sampled\""),
+])
+def test_train_refuses_a_bad_examples_folder_in_one_sentence(planted, tmp_path,  # noqa: F811
+                                                             capsys, mode, message):
+    from tfrec.cli import main
+
+    config = tmp_path / "c.toml"
+    config.write_text(f'[train]\nmode = "{mode}"\n[text]\nmode = "off"\n'
+                      f'[sample]\nexamples = "{tmp_path / "missing"}"\n', encoding="utf-8")
+    run = tmp_path / "run"
+    code = main(["train", "--schema", str(planted / "schema.pbtxt"), "--config", str(config),
+                 "--split-dir", str(planted / "splits"), "--run-dir", str(run), "--no-progress"])
+    out, err = capsys.readouterr()
+    assert code == 2 and message in err and err.count("\n") == 1, err
+    assert not (run / "checkpoints").exists() or not any((run / "checkpoints").iterdir())

@@ -107,7 +107,9 @@ def build(prepared: Prepared, config: Config, optimizers: dict | None = None) ->
     state.update(optimizers or {})
     trained = Trained(model, ranking, tf.train.Checkpoint(**state), graph)
     sampled_inference = by_size(prepared, config, config.sample.inference) == "sampled"
-    if sampled_inference or training_mode(prepared, config) == "sampled":
+    samples_training = training_mode(prepared, config) == "sampled" \
+        and not config.sample.examples  # else its subgraphs are read from files (SampledFiles)
+    if sampled_inference or samples_training:
         trained.sampler = SubgraphSampler(
             graph, prepared.data.schema, config.sample.fanouts, seed=config.train.seed,
             rescale_norm=config.model.conv == "lightgcn")
@@ -348,9 +350,13 @@ class Trainer:
         self.progress, self.log = progress, log
         self.strategy = distribute.make_strategy(config.train.strategy, config.train.shard_bytes)
         self.replicas = self.strategy.num_replicas_in_sync
+        self.batches = Batches.of(prepared, config, self.replicas)
+        self.mode = training_mode(prepared, config)
+        distribute.check_mode(config.train.strategy, self.mode)
+        files = self._files()  # sample.examples checked before anything is built
+        steps = files.steps if files else self.batches.steps
         with self.strategy.scope():
-            self.batches = Batches.of(prepared, config, self.replicas)
-            self.optimizers = {"optimizer": _optimizer(config, self.batches.steps)}
+            self.optimizers = {"optimizer": _optimizer(config, steps)}
             if prepared.sentence_encoder is not None:
                 self.optimizers["text_optimizer"] = tf.keras.optimizers.Adam(
                     config.text.learning_rate)
@@ -358,9 +364,8 @@ class Trainer:
             if init is not None:  # e.g. a warm start's weights (a resumed run restores over them)
                 init(self.trained)
             self.objective = Objective(prepared, config, self.trained, self.batches)
-        self.mode = training_mode(prepared, config)
-        distribute.check_mode(config.train.strategy, self.mode)
-        self.graphs = self._graphs()
+        self.graphs = files or (SampledGraph(self.trained.sampler) if self.mode == "sampled"
+                                else FullGraph(self.trained.graph))
         self.metric = config.eval.early_stop
         ckpt = self.trained.checkpoint
         self.resume_from = run.latest_checkpoint()  # checked: TfrecError naming a damaged file
@@ -372,17 +377,14 @@ class Trainer:
             self.strategy, self.step, self._signature(self.batches.batch // self.replicas),
             None if self.mode == "sampled" else self.trained.graph)
 
-    def _graphs(self):
-        """What each step embeds: FullGraph, SampledGraph, or SampledFiles (sample.examples)."""
+    def _files(self) -> "SampledFiles | None":
+        """The checked sample.examples folder the sampled steps read (None: not set)."""
         examples = self.config.sample.examples
         if examples and self.mode != "sampled":
             raise TfrecError(f"sample.examples is set ({examples}), but training runs on the "
                              "full graph: set train.mode = \"sampled\" to train from it")
-        if examples:
-            return SampledFiles(examples, self.prepared, self.config, self.batches)
-        if self.mode == "sampled":
-            return SampledGraph(self.trained.sampler)
-        return FullGraph(self.trained.graph)
+        return SampledFiles(examples, self.prepared, self.config, self.batches) \
+            if examples else None
 
     def _signature(self, rows: int) -> dict:
         """{input name: tf.TypeSpec} of a step's inputs for `rows` pairs (`_shares`)."""
