@@ -4,8 +4,9 @@
     per epoch: steps -> refresh fine-tuned text -> validate -> checkpoint + early stop -> log
 Each step embeds a graph, then scores the batch's pairs: the whole model graph (`FullGraph`,
 train.mode "full") or a subgraph sampled around the batch's users and items (`SampledGraph`,
-"sampled": tfrec.data.sampling in a prefetched tf.data pipeline, one compiled step for every
-subgraph; its items are the retrieval candidates). Validation, test and export embed the full
+"sampled": tfrec.data.sampling in a prefetched tf.data pipeline, or read from the Beam
+sampler's examples with sample.examples, `SampledFiles`; one compiled step for every subgraph;
+its items are the retrieval candidates). Validation, test and export embed the full
 graph, or batches of sampled neighbourhoods (sample.inference, tfrec.train.inference).
 Early stopping on a validation metric (`eval.early_stop`; test never chooses anything), a
 checkpoint every epoch (resumable), the best one in checkpoints/best, TensorBoard, and a clean
@@ -503,7 +504,7 @@ class Trainer:
     def _steps(self, epoch: int):
         """Runs the steps of `epoch`, yielding each one's losses {name: scalar}: on the
         strategy's replicas, or on one device from `self.graphs` (the full graph, or the
-        sampled subgraphs of its tf.data pipeline)."""
+        sampled subgraphs of its tf.data pipeline or of sample.examples)."""
         if self.runner is not None:
             yield from self.runner.epoch(lambda replicas: self._shares(epoch, replicas),
                                          self.batches.steps)
