@@ -8,7 +8,7 @@ import re
 
 import numpy as np
 import pytest
-from test_model_planted import GROUP_ITEMS, group_auc, planted  # noqa: F401
+from test_model_planted import COLD_PER_GROUP, GROUP_ITEMS, group_auc, planted  # noqa: F401
 from test_train_sampled import _config
 
 from tfrec.data.beam_reader import check_sampled
@@ -95,12 +95,15 @@ def test_training_from_the_beam_samplers_examples_recovers_planted_groups(plante
     losses = [float(m) for m in re.findall(r"loss (\S+)", "\n".join(lines))]
     user, item, _ = embeddings(trained)
     auc = group_auc(user, item, np.arange(2 * GROUP_ITEMS))
-    print("\n".join(lines), f"\nwarm-item group AUC {auc:.3f}, best valid {report.best_valid:.4f}")
+    cold = group_auc(user, item, np.arange(2 * GROUP_ITEMS, 2 * GROUP_ITEMS + 2 * COLD_PER_GROUP))
+    print("\n".join(lines), f"\ngroup AUC warm {auc:.3f} cold {cold:.3f}, best valid "
+          f"{report.best_valid:.4f}")
     assert report.mode == "sampled" and len(losses) == report.epochs_run == 40
-    # the loss falls (7.80 -> 6.35 in a run here) and still falls after the first epochs
-    # (epochs 2-6: 6.61 on average, the last 5: 6.35)
+    # the loss falls (7.77-7.81 -> 6.31-6.35 in 3 runs here: Beam's draws are not seeded) and
+    # still falls after the first epochs (one run: epochs 2-6 6.61 on average, the last 5 6.35)
     assert losses[-1] < 0.85 * losses[0] and np.mean(losses[-5:]) < np.mean(losses[1:6]) - 0.1
-    assert auc >= 0.9
+    assert auc >= 0.9  # 1.000 in each of 2 runs here
+    assert cold >= 0.9  # items without a training edge, placed by their entity: 1.000 too
 
 
 @pytest.mark.parametrize("mode, message", [
