@@ -62,7 +62,7 @@ def test_auto_mode_samples_above_the_edge_threshold(planted):  # noqa: F811
     ({"sample": {"auto_edges": 0}}, "config key sample.auto_edges is 0, but it must be at "
                                     "least 1"),
     ({"sample": {"fanout": [3]}}, "unknown config key sample.fanout (known in [sample]: "
-                                  "fanouts, auto_edges, inference, inference_batch)"),
+                                  "fanouts, auto_edges, inference, inference_batch, examples)"),
     ({"sample": {"inference": "batched"}}, "config key sample.inference is 'batched', but it "
                                            "must be one of auto, full, sampled"),
 ])
@@ -79,6 +79,7 @@ def test_sampling_config_defaults():
     assert config.sample.auto_edges == 200_000
     assert config.sample.inference == "auto"
     assert config.sample.inference_batch == 4096
+    assert config.sample.examples == ""  # sampled training samples in memory
 
 
 def test_a_run_folder_from_before_the_sampling_keys_still_resumes(tmp_path):

@@ -156,7 +156,9 @@ class SampleConfig(Validated):
     inference: how validation, test and export embed users and items: "full" (one pass over
     the whole graph), "sampled" (batches of inference_batch users or items, each from its
     sampled neighbourhood with these fanouts; tfrec.train.inference) or "auto" ("sampled"
-    above auto_edges training interactions)."""
+    above auto_edges training interactions). examples: "" = sampled training draws its
+    subgraphs in memory; else a folder written by `tfrec data sample` (TF-GNN's Beam sampler,
+    same schema, split and fanouts) whose examples it reads instead, one pass an epoch."""
 
     fanouts: tuple[int, ...] = dataclasses.field(default=(10, 10, 5), metadata={
         "range": (1, 10000, None), "note": "edges per node and edge set, one number per hop"})
@@ -165,6 +167,8 @@ class SampleConfig(Validated):
         "choices": ("auto", "full", "sampled"),
         "note": '"full" graph, "sampled" neighbourhoods, or "auto" (by auto_edges)'})
     inference_batch: int = _range(4096, 1, 1 << 20)
+    examples: str = dataclasses.field(default="", metadata={
+        "note": '"" (sample in memory) or a `tfrec data sample --out` folder to train from'})
 
     SECTION = "sample"
 

@@ -21,6 +21,50 @@ from tfrec.paths import read_text
 SAMPLES = "samples"  # the folder of DIR that holds the examples and their schema
 
 
+def check_sampled(folder: str | Path, *, schema: str | Path, fanouts, split: dict,
+                  nodes: dict[str, int], pairs: int, batch: int) -> dict:
+    """The sampled.json of `folder` (a `tfrec data sample --out` folder) if it was written for
+    this run: the same schema file (path or text), `fanouts`, `split` (the [split] section as
+    a dict) and node set sizes (`nodes`: set -> count), one example per training pair
+    (`pairs`), at least `batch` of them; else TfrecError, one sentence naming what differs."""
+    import json
+
+    folder = Path(folder)
+    info_path = folder / "sampled.json"
+    if not info_path.is_file():
+        raise TfrecError(f"sample.examples: {folder} is not a folder written by `tfrec data "
+                         "sample` (it has no sampled.json)")
+    try:
+        info = json.loads(info_path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise TfrecError(f"{info_path} is not readable JSON ({e})") from None
+    again = "run `tfrec data sample` again with this run's schema and config"
+    recorded = Path(info.get("schema", ""))
+    same_schema = recorded.resolve() == Path(schema).resolve() or (
+        recorded.is_file() and recorded.read_bytes() == Path(schema).read_bytes())
+    if not same_schema:
+        raise TfrecError(f"{folder} was sampled from the schema {recorded}, not {schema}: {again}")
+    if list(info.get("fanouts", [])) != list(fanouts):
+        raise TfrecError(f"{folder} was sampled with fanouts {info.get('fanouts')}, but "
+                         f"sample.fanouts is {list(fanouts)}: {again}")
+    if "split" in info and info["split"] != json.loads(json.dumps(split)):
+        raise TfrecError(f"{folder} was sampled from the training pairs of the split "
+                         f"{info['split']}, not of this run's {split}: {again}")
+    tables = info.get("tables", {})
+    for name, count in nodes.items():
+        if tables.get(f"nodes.{name}") != count:
+            raise TfrecError(f"{folder} was sampled from a graph of {tables.get(f'nodes.{name}')} "
+                             f"{name} nodes, but this run's has {count}: {again}")
+    if info.get("examples") != pairs:
+        raise TfrecError(f"{folder} holds {info.get('examples')} examples, but this run has "
+                         f"{pairs} training pairs: {again}")
+    if batch > pairs:
+        raise TfrecError(f"train.batch_size {batch} is more than the {pairs} examples of "
+                         f"{folder}: lower it")
+    sample_files(folder)
+    return info
+
+
 def example_spec(folder: str | Path):
     """The GraphTensorSpec of one example of `folder` (a `tfrec data sample --out` folder)."""
     import tensorflow_gnn as tfgnn

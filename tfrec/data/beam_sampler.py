@@ -277,14 +277,14 @@ def _quiet_logs():
 
 
 def sample_with_beam(graph, schema: Schema, users, items, labels, out: str | Path, fanouts,
-                     *, shards: int = 0, pipeline_args=()) -> dict:
+                     *, shards: int = 0, pipeline_args=(), split: dict | None = None) -> dict:
     """`tfrec data sample`: link subgraphs of the training pairs (`users`, `items`: [P] rows,
     `labels`: [P] float32 ranking labels) of the model graph `graph`, sampled with Beam into
     the folder `out` (written whole or not at all). Stages: the unigraph tables (out/graph/,
     tfrec.data.beam_tables) -> the sampling model and program (the [sample] fanouts'
     SamplingSpec rooted at users and at items) -> the Beam pipeline (out/artifacts/,
-    out/samples/) -> out/sampled.json, the summary returned (table rows, examples, seconds,
-    the Beam flags)."""
+    out/samples/) -> out/sampled.json, the summary returned (schema, fanouts, `split`: the
+    [split] section the pairs came from, table rows, examples, seconds, the Beam flags)."""
     import json
     import time
 
@@ -299,7 +299,8 @@ def sample_with_beam(graph, schema: Schema, users, items, labels, out: str | Pat
         tables_seconds = time.perf_counter() - start
         sampled = run(tmp / "graph", tmp, link, fanouts, shards=shards,
                       pipeline_args=pipeline_args)
-        info = {"schema": str(schema.path), "fanouts": list(fanouts), "tables": tables,
+        info = {"schema": str(schema.path), "fanouts": list(fanouts),
+                **({} if split is None else {"split": split}), "tables": tables,
                 "examples": sampled["examples"],
                 "shards": len(list((tmp / "samples").glob("examples.tfrecord-*"))),
                 "seconds": {"tables": round(tables_seconds, 1), **sampled["seconds"]},

@@ -122,7 +122,8 @@ def _sample(args) -> int:
     labels = np.zeros(len(users), np.float32) if labels is None else labels
     info = sample_with_beam(prepared.model_graph, prepared.data.schema, users, items, labels,
                             out, config.sample.fanouts, shards=args.shards,
-                            pipeline_args=[f"--runner={args.runner}", *args.beam_args])
+                            pipeline_args=[f"--runner={args.runner}", *args.beam_args],
+                            split=json.loads(json.dumps(dataclasses.asdict(config.split))))
     print(json.dumps(info, indent=2))
     print(f"\nwrote {out}/ (graph/ tables, samples/ examples + schema, sampled.json)")
     return 0

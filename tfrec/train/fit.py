@@ -4,8 +4,9 @@
     per epoch: steps -> refresh fine-tuned text -> validate -> checkpoint + early stop -> log
 Each step embeds a graph, then scores the batch's pairs: the whole model graph (`FullGraph`,
 train.mode "full") or a subgraph sampled around the batch's users and items (`SampledGraph`,
-"sampled": tfrec.data.sampling in a prefetched tf.data pipeline, one compiled step for every
-subgraph; its items are the retrieval candidates). Validation, test and export embed the full
+"sampled": tfrec.data.sampling in a prefetched tf.data pipeline, or read from the Beam
+sampler's examples with sample.examples, `SampledFiles`; one compiled step for every subgraph;
+its items are the retrieval candidates). Validation, test and export embed the full
 graph, or batches of sampled neighbourhoods (sample.inference, tfrec.train.inference).
 Early stopping on a validation metric (`eval.early_stop`; test never chooses anything), a
 checkpoint every epoch (resumable), the best one in checkpoints/best, TensorBoard, and a clean
@@ -107,7 +108,9 @@ def build(prepared: Prepared, config: Config, optimizers: dict | None = None) ->
     state.update(optimizers or {})
     trained = Trained(model, ranking, tf.train.Checkpoint(**state), graph)
     sampled_inference = by_size(prepared, config, config.sample.inference) == "sampled"
-    if sampled_inference or training_mode(prepared, config) == "sampled":
+    samples_training = training_mode(prepared, config) == "sampled" \
+        and not config.sample.examples  # else its subgraphs are read from files (SampledFiles)
+    if sampled_inference or samples_training:
         trained.sampler = SubgraphSampler(
             graph, prepared.data.schema, config.sample.fanouts, seed=config.train.seed,
             rescale_norm=config.model.conv == "lightgcn")
@@ -238,6 +241,41 @@ class SampledGraph:
         self._next = None
 
 
+class SampledFiles:
+    """Every step embeds link subgraphs read from a `tfrec data sample` folder (sample.examples:
+    TF-GNN's Beam sampler, one subgraph per training pair; tfrec.data.beam_reader): an epoch is
+    one pass over its examples, shuffled with (train.seed, epoch), in batches of B; the labels
+    are the files' (the same ranking labels as Batches'), the candidates the Objective's of
+    each batch's items, as SampledGraph's."""
+
+    SHUFFLE = 1 << 16  # examples in the shuffle buffer (a full shuffle up to that many)
+
+    def __init__(self, folder: str, prepared: Prepared, config: Config, batches: "Batches"):
+        from tfrec.data.beam_reader import check_sampled
+
+        graph, schema = prepared.model_graph, prepared.data.schema
+        self.info = check_sampled(
+            folder, schema=schema.path, fanouts=config.sample.fanouts,
+            split=dataclasses.asdict(config.split), pairs=len(batches.users), batch=batches.batch,
+            nodes={n: int(s.total_size) for n, s in graph.node_sets.items()})
+        self.folder, self.spec, self.schema = folder, graph.spec, schema
+        self.batch, self.seed = batches.batch, config.train.seed
+        self.steps = self.info["examples"] // self.batch  # the last partial batch is dropped
+
+    def epoch(self, batches: "Batches", epoch: int, objective: "Objective"):
+        """Yields (Subgraph, labels [B], candidates [C]) for each step of `epoch`."""
+        from tfrec.data.beam_reader import read_sampled
+
+        data = read_sampled(self.folder, self.spec, self.schema.user_set, self.schema.item_set,
+                            batch_size=self.batch, shuffle=min(self.info["examples"], self.SHUFFLE),
+                            seed=self.seed * 100_003 + epoch)
+        for graph, u, i, item_rows, labels in data:
+            yield Subgraph(graph, u, i, item_rows), labels, objective.candidates(item_rows)
+
+    def close(self) -> None:
+        pass
+
+
 class Objective:
     """The losses of a batch from the model's embeddings, each a head of its own: TFRS
     retrieval, TFRS ranking (optional), text/graph alignment (optional), L2 on layer-0 states."""
@@ -313,9 +351,13 @@ class Trainer:
         self.progress, self.log = progress, log
         self.strategy = distribute.make_strategy(config.train.strategy, config.train.shard_bytes)
         self.replicas = self.strategy.num_replicas_in_sync
+        self.batches = Batches.of(prepared, config, self.replicas)
+        self.mode = training_mode(prepared, config)
+        distribute.check_mode(config.train.strategy, self.mode)
+        files = self._files()  # sample.examples checked before anything is built
+        steps = files.steps if files else self.batches.steps
         with self.strategy.scope():
-            self.batches = Batches.of(prepared, config, self.replicas)
-            self.optimizers = {"optimizer": _optimizer(config, self.batches.steps)}
+            self.optimizers = {"optimizer": _optimizer(config, steps)}
             if prepared.sentence_encoder is not None:
                 self.optimizers["text_optimizer"] = tf.keras.optimizers.Adam(
                     config.text.learning_rate)
@@ -323,10 +365,8 @@ class Trainer:
             if init is not None:  # e.g. a warm start's weights (a resumed run restores over them)
                 init(self.trained)
             self.objective = Objective(prepared, config, self.trained, self.batches)
-        self.mode = training_mode(prepared, config)
-        distribute.check_mode(config.train.strategy, self.mode)
-        self.graphs = SampledGraph(self.trained.sampler) if self.mode == "sampled" \
-            else FullGraph(self.trained.graph)
+        self.graphs = files or (SampledGraph(self.trained.sampler) if self.mode == "sampled"
+                                else FullGraph(self.trained.graph))
         self.metric = config.eval.early_stop
         ckpt = self.trained.checkpoint
         self.resume_from = run.latest_checkpoint()  # checked: TfrecError naming a damaged file
@@ -337,6 +377,15 @@ class Trainer:
         self.runner = None if config.train.strategy == "default" else distribute.runner(
             self.strategy, self.step, self._signature(self.batches.batch // self.replicas),
             None if self.mode == "sampled" else self.trained.graph)
+
+    def _files(self) -> "SampledFiles | None":
+        """The checked sample.examples folder the sampled steps read (None: not set)."""
+        examples = self.config.sample.examples
+        if examples and self.mode != "sampled":
+            raise TfrecError(f"sample.examples is set ({examples}), but training runs on the "
+                             "full graph: set train.mode = \"sampled\" to train from it")
+        return SampledFiles(examples, self.prepared, self.config, self.batches) \
+            if examples else None
 
     def _signature(self, rows: int) -> dict:
         """{input name: tf.TypeSpec} of a step's inputs for `rows` pairs (`_shares`)."""
@@ -415,7 +464,7 @@ class Trainer:
                 self._write(bar, f"early stop: no better {self.metric} for {t.patience} epochs")
                 break
         bar.close()
-        if isinstance(self.graphs, SampledGraph):
+        if self.mode == "sampled":
             self.graphs.close()
         restore_best(self.trained, self.run)
         report = FitReport(int(ckpt.best_epoch.numpy()), float(ckpt.best.numpy()), epoch,
@@ -455,7 +504,7 @@ class Trainer:
     def _steps(self, epoch: int):
         """Runs the steps of `epoch`, yielding each one's losses {name: scalar}: on the
         strategy's replicas, or on one device from `self.graphs` (the full graph, or the
-        sampled subgraphs of its tf.data pipeline)."""
+        sampled subgraphs of its tf.data pipeline or of sample.examples)."""
         if self.runner is not None:
             yield from self.runner.epoch(lambda replicas: self._shares(epoch, replicas),
                                          self.batches.steps)
@@ -470,6 +519,7 @@ class Trainer:
     def _train_epoch(self, epoch: int, bar) -> dict[str, float]:
         """Runs the steps of `epoch`; returns the mean of each loss component."""
         sums: dict[str, float] = {}
+        s = -1
         for s, losses in enumerate(self._steps(epoch)):
             for k, v in losses.items():
                 sums[k] = sums.get(k, 0.0) + float(v)
@@ -479,7 +529,7 @@ class Trainer:
                     f"the training loss became {sums['total']} at epoch {epoch}, step {s + 1}; "
                     f"training stopped and {self.run.kept_checkpoint_note()}: lower "
                     "train.learning_rate and train into a new --run-dir")
-        return {k: v / self.batches.steps for k, v in sums.items()}
+        return {k: v / (s + 1) for k, v in sums.items()}
 
     def _validate(self) -> dict[str, float]:
         scores = embedding_score_fn(*embeddings(self.trained))
