@@ -228,6 +228,9 @@ def run(unigraph: Path, out: Path, link: LinkSets, fanouts, *, shards: int = 0,
         unigraph = unigraph.resolve()  # unigraph.read_schema joins a relative folder twice
         graph_schema = unigraph_io.read_schema(str(unigraph / "schema.pbtxt"))
         model, feed_names = sampling_model(graph_schema, link, fanouts)
+        # TF-GNN names the program's output layer Sink() by Keras' default, and its executor
+        # requires the name "sink": a second program in one process would get "sink_1"
+        tf.keras.backend.reset_uids()
         program, artifacts = sampler.create_program(model)
         for layer, stage_model in artifacts.models.items():
             sampler.save_model(stage_model, str(out / "artifacts" / layer))
