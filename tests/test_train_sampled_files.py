@@ -123,3 +123,4 @@ def test_train_refuses_a_bad_examples_folder_in_one_sentence(planted, tmp_path, 
     out, err = capsys.readouterr()
     assert code == 2 and message in err and err.count("\n") == 1, err
     assert not (run / "checkpoints").exists() or not any((run / "checkpoints").iterdir())
+    assert not (run / "run.json").exists()  # refused before the run is claimed

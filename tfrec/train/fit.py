@@ -276,6 +276,19 @@ class SampledFiles:
         pass
 
 
+def sampled_files(prepared: Prepared, config: Config,
+                  batches: "Batches | None" = None) -> "SampledFiles | None":
+    """The checked sample.examples folder the sampled steps read (None: not set); a TfrecError
+    naming what does not match this run. tfrec.train.run checks it before claiming the run."""
+    examples = config.sample.examples
+    if not examples:
+        return None
+    if training_mode(prepared, config) != "sampled":
+        raise TfrecError(f"sample.examples is set ({examples}), but training runs on the "
+                         "full graph: set train.mode = \"sampled\" to train from it")
+    return SampledFiles(examples, prepared, config, batches or Batches.of(prepared, config))
+
+
 class Objective:
     """The losses of a batch from the model's embeddings, each a head of its own: TFRS
     retrieval, TFRS ranking (optional), text/graph alignment (optional), L2 on layer-0 states."""
@@ -354,7 +367,7 @@ class Trainer:
         self.batches = Batches.of(prepared, config, self.replicas)
         self.mode = training_mode(prepared, config)
         distribute.check_mode(config.train.strategy, self.mode)
-        files = self._files()  # sample.examples checked before anything is built
+        files = sampled_files(prepared, config, self.batches)  # checked before building
         steps = files.steps if files else self.batches.steps
         with self.strategy.scope():
             self.optimizers = {"optimizer": _optimizer(config, steps)}
@@ -377,15 +390,6 @@ class Trainer:
         self.runner = None if config.train.strategy == "default" else distribute.runner(
             self.strategy, self.step, self._signature(self.batches.batch // self.replicas),
             None if self.mode == "sampled" else self.trained.graph)
-
-    def _files(self) -> "SampledFiles | None":
-        """The checked sample.examples folder the sampled steps read (None: not set)."""
-        examples = self.config.sample.examples
-        if examples and self.mode != "sampled":
-            raise TfrecError(f"sample.examples is set ({examples}), but training runs on the "
-                             "full graph: set train.mode = \"sampled\" to train from it")
-        return SampledFiles(examples, self.prepared, self.config, self.batches) \
-            if examples else None
 
     def _signature(self, rows: int) -> dict:
         """{input name: tf.TypeSpec} of a step's inputs for `rows` pairs (`_shares`)."""

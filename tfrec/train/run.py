@@ -68,6 +68,10 @@ def _train(schema: str, config: Config, run: RunDir, progress: bool, log,
         warm.map(prepared.data.node_ids)
     if distributed:
         check_mode(config.train.strategy, training_mode(prepared, config))
+    if config.model.kind != "popularity" and config.sample.examples:
+        from tfrec.train.fit import sampled_files
+
+        sampled_files(prepared, config)  # a bad folder is refused before the run is claimed
     run.claim(schema, config)
     run.write_vocab(prepared.data.node_ids)
     info = {"kind": config.model.kind}
