@@ -10,8 +10,10 @@ Merging (tfrec's contract, export/CONTRACT.md): inputs with a batch dimension ar
 along it when their other dimensions agree; `k` (a scalar or one value per row) becomes one value
 per row, and each request gets back its rows and its first max(k) columns (exact top-k: the top
 of a longer list is the shorter list). Any other input must be equal across the merged requests.
-A merged call that fails (e.g. one unknown id among the rows) is rerun request by request, so a
-bad request never fails the good ones beside it.
+The requests of a tfrec model are checked before they queue (unknown ids, k range: see
+contract_checks), so a merged call does not fail on them; one that fails all the same (another
+model's graph refusing a request) is rerun request by request, so a bad request never fails the
+good ones beside it.
 """
 
 import dataclasses

@@ -5,7 +5,8 @@ Status codes (TF Serving's where it has one):
   INVALID_ARGUMENT  unknown signature (TF Serving says FAILED_PRECONDITION; we treat it as the
                     bad request it is), unknown version label, missing / extra / mistyped /
                     misshapen input, empty batch, batch above --max-batch, unknown output_filter
-                    name, InvalidArgumentError raised in the graph (unknown id, k out of range).
+                    name; unknown id, k out of range (checked before the graph for a tfrec
+                    model, see contract_checks), InvalidArgumentError raised in the graph.
   RESOURCE_EXHAUSTED a request above the gRPC message size limit (raised by gRPC itself), or
                     one whose answer (rows x k results) could exceed it: refused before
                     computing.
@@ -75,6 +76,8 @@ def predict_on(servable: Servable, request: predict_pb2.PredictRequest, max_batc
     signature_name = request.model_spec.signature_name or DEFAULT_SIGNATURE
     signature = find_signature(servable, signature_name, model_name)
     feeds = _feeds(signature, request.inputs, max_batch)
+    if servable.checks is not None:  # refused before TF (see contract_checks)
+        servable.checks.check(feeds)
     if max_answer_bytes is not None:
         _check_answer_size(servable, signature, feeds, max_answer_bytes)
     names = _output_names(signature, request.output_filter)
