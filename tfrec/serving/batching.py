@@ -31,7 +31,7 @@ class _Task:
     feeds: dict
     rows: int
     k_max: int  # 0: the signature has no k
-    done: threading.Event = dataclasses.field(default_factory=threading.Event)
+    done: threading.Event | None = None  # set when it queues (a running task needs none)
     result: dict | None = None
     error: BaseException | None = None
     batch: list | None = None  # set when this task's thread is to run `batch`
@@ -60,6 +60,7 @@ class Batcher:
                 self._running[key] = self._running.get(key, 0) + 1
                 task.batch = [task] + self._take(queue, self.max_rows - rows)
             else:
+                task.done = threading.Event()
                 queue.append(task)
         if task.batch is None:
             task.done.wait()
@@ -105,7 +106,8 @@ class Batcher:
             for task in batch:
                 if task.result is None and task.error is None:
                     task.error = RuntimeError("batch did not complete")
-                task.done.set()
+                if task.done is not None:
+                    task.done.set()
 
 
 def call(signature: Signature, feeds: dict) -> dict[str, np.ndarray]:

@@ -38,6 +38,16 @@ class Monitor:
         versions = Gauge("tfrec_served_versions", "Versions of the model being served.",
                          ["model"], registry=self.registry)
         versions.labels(store.name).set_function(lambda: len(store.versions))
+        self._children: dict[tuple, tuple] = {}  # labels -> (count, latency): a closed set
+
+    def _series(self, model: str, api: str, method: str, signature: str, code: str) -> tuple:
+        """The counter and histogram children of these labels (looked up once each)."""
+        key = (model, api, method, signature, code)
+        found = self._children.get(key)
+        if found is None:
+            found = self._children[key] = (self._count.labels(*key),
+                                           self._latency.labels(*key[:4]))
+        return found
 
     def record(self, api: str, method: str, model: str, signature: str, code: str,
                started: float, peer: str = "") -> None:
@@ -47,8 +57,9 @@ class Monitor:
         servable = self._store.latest
         if signature and (servable is None or signature not in servable.signatures):
             signature = UNKNOWN
-        self._count.labels(model, api, method, signature, code).inc()
-        self._latency.labels(model, api, method, signature).observe(seconds)
+        count, latency = self._series(model, api, method, signature, code)
+        count.inc()
+        latency.observe(seconds)
         if self.log_access:
             access_log.info("%s %s %s model=%s signature=%s %s %.2fms", peer or "-", api, method,
                             model, signature or "-", code, seconds * 1e3)

@@ -91,7 +91,7 @@ def predict_on(servable: Servable, request: predict_pb2.PredictRequest, max_batc
     response.model_spec.version.value = servable.version
     response.model_spec.signature_name = signature_name
     for name in names:
-        response.outputs[name].CopyFrom(tensors.to_proto(outputs[name]))
+        tensors.fill(response.outputs[name], outputs[name])
     return response
 
 
