@@ -18,6 +18,7 @@ good ones beside it.
 
 import dataclasses
 import threading
+from typing import Callable
 
 import numpy as np
 
@@ -38,10 +39,13 @@ class _Task:
 
 
 class Batcher:
-    """Runs signature calls, merging concurrent ones (`parallel` merged calls per signature)."""
+    """Runs signature calls, merging concurrent ones (`parallel` merged calls per signature);
+    `on_batch(signature name, requests)` is told the size of every call it makes."""
 
-    def __init__(self, max_rows: int, parallel: int):
+    def __init__(self, max_rows: int, parallel: int,
+                 on_batch: Callable[[str, int], None] | None = None):
         self.max_rows, self.parallel = max_rows, max(1, parallel)
+        self._on_batch = on_batch
         self._lock = threading.Lock()
         self._queues: dict[tuple, list[_Task]] = {}
         self._running: dict[tuple, int] = {}
@@ -91,6 +95,8 @@ class Batcher:
         return taken
 
     def _execute(self, signature: Signature, batch: list[_Task]) -> None:
+        if self._on_batch is not None:
+            self._on_batch(signature.name, len(batch))
         try:
             if len(batch) == 1:
                 batch[0].result = call(signature, batch[0].feeds)

@@ -5,6 +5,8 @@ Metrics, in a registry of their own per server (exposed at TF Serving's path
   tfrec_requests_total{model, api, method, signature, code}   counter
   tfrec_request_latency_seconds{model, api, method, signature} histogram
   tfrec_served_versions{model}                                  gauge, versions being served
+  tfrec_batch_size{model, signature}                            histogram, requests merged into
+                                                                one TF call (server-side batching)
 Label values come from a closed set (the served model's name and signatures, else "unknown"), so
 hostile requests naming random models or signatures cannot grow the registry.
 """
@@ -17,6 +19,7 @@ from prometheus_client import CONTENT_TYPE_LATEST  # noqa: F401  (re-exported fo
 
 access_log = logging.getLogger("tfrec.access")
 
+BATCH_BUCKETS = (1, 2, 3, 4, 6, 8, 12, 16, 32, 64, 128)
 # Seconds: sub-millisecond to a few seconds, denser where a recommender's p99 lives.
 LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5,
                    1.0, 2.5, 5.0, 10.0)
@@ -39,6 +42,14 @@ class Monitor:
                          ["model"], registry=self.registry)
         versions.labels(store.name).set_function(lambda: len(store.versions))
         self._children: dict[tuple, tuple] = {}  # labels -> (count, latency): a closed set
+        self._batch_size = Histogram("tfrec_batch_size",
+                                     "Requests merged into one TF call by server-side batching.",
+                                     ["model", "signature"], buckets=BATCH_BUCKETS,
+                                     registry=self.registry)
+
+    def record_batch(self, signature: str, requests: int) -> None:
+        """Records one merged TF call of `requests` requests (a Batcher's on_batch)."""
+        self._batch_size.labels(self._store.name, signature).observe(requests)
 
     def _series(self, model: str, api: str, method: str, signature: str, code: str) -> tuple:
         """The counter and histogram children of these labels (looked up once each)."""
