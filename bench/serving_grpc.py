@@ -87,7 +87,7 @@ def main() -> int:
         swapper = threading.Thread(target=swap_versions, args=(
             Path(base), version, args.swap_seconds, stop_swaps), daemon=True)
         try:
-            server_cpu = cpu_seconds(server.pid)
+            server_cpu, server_threads = cpu_seconds(server.pid), thread_cpu_seconds(server.pid)
             rss.start()
             if args.swap_seconds:
                 swapper.start()
@@ -96,6 +96,9 @@ def main() -> int:
             requests = max(remote["requests"] + remote["bad_requests"], 1)
             remote["server_cpu_ms_per_request"] = (
                 (cpu_seconds(server.pid) - server_cpu) * 1e3 / requests)
+            remote["server_cpu_ms_by_thread"] = {
+                kind: (seconds - server_threads.get(kind, 0.0)) * 1e3 / requests
+                for kind, seconds in thread_cpu_seconds(server.pid).items()}
             remote["client_cpu_ms_per_request"] = remote.pop("client_cpu") * 1e3 / requests
             remote.update(rss.stop())
             remote["tf_calls"], remote["requests_per_tf_call"] = batch_sizes(rest)
@@ -127,6 +130,9 @@ def main() -> int:
           f"{remote['client_cpu_ms_per_request']:.2f} ms (2 cores shared); server-side "
           f"batching: {remote['tf_calls']} TF calls, {remote['requests_per_tf_call']:.2f} "
           "requests per call")
+    print("server CPU per request by thread: " + ", ".join(
+        f"{kind} {ms:.2f} ms" for kind, ms in sorted(
+            remote["server_cpu_ms_by_thread"].items(), key=lambda item: -item[1])))
     print(f"server RSS MiB: start {remote['rss_start_mib']:.0f}, after warm-up "
           f"{remote['rss_warm_mib']:.0f}, end {remote['rss_end_mib']:.0f}, max "
           f"{remote['rss_max_mib']:.0f} (growth after warm-up "
@@ -293,6 +299,26 @@ def cpu_seconds(pid: int) -> float:
     """User + system CPU seconds of a running process (Linux /proc)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+THREAD_KINDS = {"python": "Python threads (gRPC polling, handlers)", "tf_Compute": "TF pool",
+                "event_engine": "gRPC event engine"}
+
+
+def thread_cpu_seconds(pid: int) -> dict[str, float]:
+    """CPU seconds of a running process's threads by kind (their names in /proc: Python's
+    threads are all 'python', TF's pool 'tf_Compute', gRPC's own 'event_engine')."""
+    found: dict[str, float] = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            name = (task / "comm").read_text().strip()
+            fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:  # the thread ended meanwhile
+            continue
+        kind = THREAD_KINDS.get(name, "other")
+        found[kind] = found.get(kind, 0.0) + (int(fields[11]) + int(fields[12])) / os.sysconf(
+            "SC_CLK_TCK")
+    return found
 
 
 def load_average() -> str:
