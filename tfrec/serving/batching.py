@@ -22,9 +22,8 @@ from typing import Callable
 
 import numpy as np
 
+from tfrec.serving.contract_checks import K_INPUT
 from tfrec.serving.model_store import Signature
-
-K_INPUT = "k"
 
 
 @dataclasses.dataclass(eq=False)

@@ -3,7 +3,7 @@
 A request the graph would refuse (an unknown user or item id, k out of range or of the wrong
 size, a history row without a known item) is refused here, in the graph's own words, before it
 reaches TensorFlow, because:
-  - a signature call that fails in-graph leaks in TF 2.21: a Python list and ~0.65 KiB of heap
+  - a signature call that fails in-graph leaks in TF 2.21: a Python list and ~1-3 KiB of heap
     per failed call (bench/serving_profile.py measures it), so 10% bad requests grew the
     server's RSS by megabytes a minute;
   - a bad request merged into a batch would fail the whole merged call (see batching).
