@@ -126,10 +126,11 @@ def main() -> int:
     if args.invalid:
         print(f"bad requests: {remote['bad_requests']} sent, {remote['bad_accepted']} wrongly "
               f"answered; failed valid requests: {remote['errors']}")
+    batching = (f"{remote['tf_calls']} TF calls, {remote['requests_per_tf_call']:.2f} requests "
+                "per call" if remote["tf_calls"] else "off")
     print(f"CPU per request: server {remote['server_cpu_ms_per_request']:.2f} ms, clients "
           f"{remote['client_cpu_ms_per_request']:.2f} ms (2 cores shared); server-side "
-          f"batching: {remote['tf_calls']} TF calls, {remote['requests_per_tf_call']:.2f} "
-          "requests per call")
+          f"batching: {batching}")
     print("server CPU per request by thread: " + ", ".join(
         f"{kind} {ms:.2f} ms" for kind, ms in sorted(
             remote["server_cpu_ms_by_thread"].items(), key=lambda item: -item[1])))
