@@ -4,21 +4,23 @@ Stages:
   1. the model base: `--model-base BASE`, or `--synthetic` (random artifacts sized like
      MovieLens-100K: 943 users, 1682 items, D=64, ~85k seen pairs, exported to a temp folder);
   2. the user ids to ask for: read from the SavedModel's user table (or `--users FILE`);
-  3. start `tfrec serve` (with --rest-port for `--api rest`) as its own process on free ports;
-     note its RSS (start);
+  3. start `tfrec serve` (with --rest-port, for `--api rest` and its metrics) as its own
+     process on free ports; note its RSS (start);
   4. run the clients in separate processes (spawned, so they do not share the server's GIL), each
      with its share of N threads; every thread sends top-k `serving_default` requests for random
-     users, back to back, for T seconds. With `--invalid F` a fraction F of the requests are
+     users, back to back, for T seconds (a gRPC client builds each distinct request once, so
+     its CPU goes to the calls). With `--invalid F` a fraction F of the requests are
      bad ones (unknown user, k = 0, a number as user id, an unknown signature, and 1,024 rows x
      k = all items, whose answer is above the message limit) that must be refused;
      `--swap-seconds S` copies a new version in every S s and removes the oldest (the server
      polls every second). The server's RSS is sampled every second: after `--warmup-seconds`
-     (warm) and at the end;
+     (warm), at each minute and at the end; the merged TF calls are read from its metrics;
   5. stop the server (SIGTERM, expect exit 0); run N threads calling the SavedModel's
      `serving_default` in this process for T seconds (the floor: no RPC, no protos, no JSON);
   6. one caller in this process, 300 calls per signature (one row): p50/p99 per signature;
   7. print QPS, p50/p95/p99, failed valid requests, accepted bad ones, server CPU per request,
-     RSS start / warm / end, the ratios to the floor, and `uptime` load before and after.
+     requests per merged TF call, RSS start / warm / each minute / end, the ratios to the
+     floor, whether issue 15's targets are met, and `uptime` load before and after.
 
 `--soak` is `--invalid 0.1 --swap-seconds 60 --seconds 600 --warmup-seconds 60` unless given.
 
@@ -79,13 +81,13 @@ def main() -> int:
               f"{args.api}, {args.seconds:g} s, {args.invalid:.0%} bad requests, swap every "
               f"{args.swap_seconds or 'never'} s, load {load_before}", flush=True)
 
-        server, address = start_server(base, args)
+        server, address, rest = start_server(base, args)
         rss = RssSampler(server.pid, args.warmup_seconds)
         stop_swaps = threading.Event()
         swapper = threading.Thread(target=swap_versions, args=(
             Path(base), version, args.swap_seconds, stop_swaps), daemon=True)
         try:
-            server_cpu = cpu_seconds(server.pid)
+            server_cpu, server_threads = cpu_seconds(server.pid), thread_cpu_seconds(server.pid)
             rss.start()
             if args.swap_seconds:
                 swapper.start()
@@ -94,8 +96,12 @@ def main() -> int:
             requests = max(remote["requests"] + remote["bad_requests"], 1)
             remote["server_cpu_ms_per_request"] = (
                 (cpu_seconds(server.pid) - server_cpu) * 1e3 / requests)
+            remote["server_cpu_ms_by_thread"] = {
+                kind: (seconds - server_threads.get(kind, 0.0)) * 1e3 / requests
+                for kind, seconds in thread_cpu_seconds(server.pid).items()}
             remote["client_cpu_ms_per_request"] = remote.pop("client_cpu") * 1e3 / requests
             remote.update(rss.stop())
+            remote["tf_calls"], remote["requests_per_tf_call"] = batch_sizes(rest)
         finally:
             stop_swaps.set()
             server.send_signal(signal.SIGTERM)
@@ -120,12 +126,26 @@ def main() -> int:
     if args.invalid:
         print(f"bad requests: {remote['bad_requests']} sent, {remote['bad_accepted']} wrongly "
               f"answered; failed valid requests: {remote['errors']}")
+    batching = (f"{remote['tf_calls']} TF calls, {remote['requests_per_tf_call']:.2f} requests "
+                "per call" if remote["tf_calls"] else "off")
     print(f"CPU per request: server {remote['server_cpu_ms_per_request']:.2f} ms, clients "
-          f"{remote['client_cpu_ms_per_request']:.2f} ms (2 cores shared)")
+          f"{remote['client_cpu_ms_per_request']:.2f} ms (2 cores shared); server-side "
+          f"batching: {batching}")
+    print("server CPU per request by thread: " + ", ".join(
+        f"{kind} {ms:.2f} ms" for kind, ms in sorted(
+            remote["server_cpu_ms_by_thread"].items(), key=lambda item: -item[1])))
     print(f"server RSS MiB: start {remote['rss_start_mib']:.0f}, after warm-up "
           f"{remote['rss_warm_mib']:.0f}, end {remote['rss_end_mib']:.0f}, max "
           f"{remote['rss_max_mib']:.0f} (growth after warm-up "
           f"{remote['rss_growth_after_warmup']:+.1%})")
+    if remote["rss_by_minute_mib"]:
+        print("server RSS MiB at each minute: " + " ".join(
+            f"{mib:.0f}" for mib in remote["rss_by_minute_mib"]))
+    print(f"issue 15 targets: p99 <= 5 ms {_met(remote['p99_ms'] <= 5)} "
+          f"({remote['p99_ms']:.2f}); >= 1,500 QPS {_met(remote['qps'] >= 1500)} "
+          f"({remote['qps']:.0f}); RSS growth after warm-up < 5% "
+          f"{_met(remote['rss_growth_after_warmup'] < 0.05)} "
+          f"({remote['rss_growth_after_warmup']:+.1%})")
     print(f"server exit code after SIGTERM: {server_exit}; load before {load_before}, after "
           f"{load_after}")
     if remote["errors"]:
@@ -138,6 +158,10 @@ def main() -> int:
                          default=str))
     failed = remote["errors"] or remote["bad_accepted"] or server_exit
     return 1 if failed else 0
+
+
+def _met(ok: bool) -> str:
+    return "met" if ok else "NOT met"
 
 
 def parse_args() -> argparse.Namespace:
@@ -190,24 +214,36 @@ def read_users(path, loaded, tf) -> list[bytes]:
     return sorted(keys.numpy().tolist())
 
 
-def start_server(base: Path, args) -> tuple[subprocess.Popen, str]:
-    """`tfrec serve` on free ports in its own process; returns it and the HOST:PORT to ask."""
+def start_server(base: Path, args) -> tuple[subprocess.Popen, str, str]:
+    """`tfrec serve` on free ports in its own process (with REST, for its metrics); returns it,
+    the HOST:PORT to ask and the HOST:PORT of REST."""
     command = [sys.executable, "-m", "tfrec.cli", "serve", "--model-base", str(base),
-               "--port", "0", "--poll-seconds", "1" if args.swap_seconds else "0",
+               "--port", "0", "--rest-port", "0",
+               "--poll-seconds", "1" if args.swap_seconds else "0",
                "--workers", str(args.server_workers), *args.server_args.split()]
-    if args.api == "rest":
-        command += ["--rest-port", "0"]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
                                text=True)
-    line = process.stdout.readline()  # "... on HOST:PORT[, REST on port P] (pid N)"
+    line = process.stdout.readline()  # "... on HOST:PORT, REST on port P (pid N)"
     if " on " not in line:
         process.kill()
         sys.exit(f"tfrec serve did not start (exit {process.wait()})")
     threading.Thread(target=process.stdout.read, daemon=True).start()  # drain
     address = line.split(" on ")[1].split()[0].rstrip(",")
-    if args.api == "rest":
-        address = f"{address.rsplit(':', 1)[0]}:{line.split('REST on port ')[1].split()[0]}"
-    return process, address
+    rest = f"{address.rsplit(':', 1)[0]}:{line.split('REST on port ')[1].split()[0]}"
+    return process, (rest if args.api == "rest" else address), rest
+
+
+def batch_sizes(rest: str) -> tuple[int, float]:
+    """(TF calls, mean requests per call) of server-side batching, from the server's metrics."""
+    import requests
+
+    text = requests.get(f"http://{rest}/monitoring/prometheus/metrics", timeout=30).text
+    total = {"count": 0.0, "sum": 0.0}
+    for line in text.splitlines():
+        for part in total:
+            if line.startswith(f"tfrec_batch_size_{part}{{"):
+                total[part] += float(line.rsplit(" ", 1)[1])
+    return int(total["count"]), total["sum"] / max(total["count"], 1)
 
 
 def swap_versions(base: Path, first: int, every: float, stop: threading.Event) -> None:
@@ -248,7 +284,9 @@ class RssSampler:
         end = self.samples[-1][1]
         return {"rss_start_mib": self.samples[0][1], "rss_warm_mib": warm, "rss_end_mib": end,
                 "rss_max_mib": max(mib for _, mib in self.samples),
-                "rss_growth_after_warmup": end / warm - 1}
+                "rss_growth_after_warmup": end / warm - 1,
+                "rss_by_minute_mib": [next(mib for t, mib in self.samples if t >= minute * 60)
+                                      for minute in range(1, int(self.samples[-1][0] // 60) + 1)]}
 
 
 def rss_mib(pid: int) -> float:
@@ -262,6 +300,26 @@ def cpu_seconds(pid: int) -> float:
     """User + system CPU seconds of a running process (Linux /proc)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+THREAD_KINDS = {"python": "Python threads (gRPC polling, handlers)", "tf_Compute": "TF pool",
+                "event_engine": "gRPC event engine"}
+
+
+def thread_cpu_seconds(pid: int) -> dict[str, float]:
+    """CPU seconds of a running process's threads by kind (their names in /proc: Python's
+    threads are all 'python', TF's pool 'tf_Compute', gRPC's own 'event_engine')."""
+    found: dict[str, float] = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            name = (task / "comm").read_text().strip()
+            fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:  # the thread ended meanwhile
+            continue
+        kind = THREAD_KINDS.get(name, "other")
+        found[kind] = found.get(kind, 0.0) + (int(fields[11]) + int(fields[12])) / os.sysconf(
+            "SC_CLK_TCK")
+    return found
 
 
 def load_average() -> str:
@@ -361,8 +419,19 @@ class GrpcCaller:
         self._stub = prediction_service_pb2_grpc.PredictionServiceStub(
             grpc.insecure_channel(address))
         self._model, self._num_items = model, num_items
+        self._requests = {}  # built once each: the clients' CPU is not what is measured
 
     def call(self, user: bytes, k: int, bad: str | None) -> str | None:
+        req = self._requests.get((user, k, bad))
+        if req is None:
+            req = self._requests[user, k, bad] = self._request(user, k, bad)
+        try:
+            self._stub.Predict(req, timeout=30)
+            return None
+        except self._grpc.RpcError as e:
+            return f"{e.code().name}: {e.details()}"
+
+    def _request(self, user: bytes, k: int, bad: str | None):
         req = self._pb2.PredictRequest()
         req.model_spec.name = self._model
         users, k = bad_inputs(user, k, bad, self._num_items)
@@ -370,11 +439,7 @@ class GrpcCaller:
             req.model_spec.signature_name = "nope"
         req.inputs["user_id"].CopyFrom(self._to_proto(users))
         req.inputs["k"].CopyFrom(self._to_proto(np.array(k, np.int32)))
-        try:
-            self._stub.Predict(req, timeout=30)
-            return None
-        except self._grpc.RpcError as e:
-            return f"{e.code().name}: {e.details()}"
+        return req
 
 
 class RestCaller:

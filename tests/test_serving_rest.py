@@ -225,6 +225,11 @@ def test_metrics_count_requests_by_api_signature_and_status(server):
     latency = ("tfrec_request_latency_seconds_count", frozenset(dict(labels, api="rest").items()))
     assert samples[latency] - before.get(latency, 0) == 4
     assert samples[("tfrec_served_versions", frozenset({("model", MODEL)}))] == 1
+    # One TF call per good request, one request each (sent one after the other); the bad
+    # history was refused before reaching the batcher.
+    batch = frozenset(dict(model=MODEL, signature="history").items())
+    for sample in ("tfrec_batch_size_count", "tfrec_batch_size_sum"):
+        assert samples[(sample, batch)] - before.get((sample, batch), 0) == 4
 
 
 def test_health_and_access_log(server, caplog):

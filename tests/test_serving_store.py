@@ -5,6 +5,7 @@ import gc
 import shutil
 
 import grpc
+import numpy as np
 import pytest
 
 import tfrec
@@ -193,3 +194,21 @@ def test_an_unloaded_version_is_freed_at_the_swap(tmp_path, exported):
     finally:
         gc.enable()
     assert left < 100  # without the store's collection: ~7,000 objects
+
+
+def test_signatures_are_called_flat_and_answer_as_the_savedmodel(tmp_path, exported):
+    servable = model_store.Servable(add_version(tmp_path, exported, 1), 1)
+    user, item = b"u1", b"i2"
+    inputs = {"serving_default": dict(user_id=[user, b"u0"], k=3),
+              "similar_items": dict(item_id=[item], k=[2]),
+              "history": dict(history=[[item, b""]], k=4),
+              "score": dict(user_id=[user], item_ids=[[item, b"i0"]])}
+    for name, feeds in inputs.items():
+        signature = servable.signatures[name]
+        assert isinstance(signature.fn, model_store.FlatCall)
+        fast, reference = signature.fn(**feeds), servable._loaded.signatures[name](**feeds)
+        assert fast.keys() == reference.keys()
+        for output in fast:
+            np.testing.assert_array_equal(fast[output].numpy(), reference[output].numpy())
+    with pytest.raises(TypeError, match="takes"):
+        servable.signatures["serving_default"].fn(user_id=[user])

@@ -2,6 +2,7 @@
 
 Modules, from the disk to the wire:
   model_store     version folders -> the loaded newest versions; polling, hot swap, unloading
+  contract_checks a tfrec model's request checks (unknown ids, k range) made before the graph
   tensors         TensorProto <-> numpy on the hot path
   batching        concurrent calls of one signature merged into one TF call
   predict_service PredictionService (Predict, GetModelMetadata) and ModelService (GetModelStatus)

@@ -10,18 +10,20 @@ Merging (tfrec's contract, export/CONTRACT.md): inputs with a batch dimension ar
 along it when their other dimensions agree; `k` (a scalar or one value per row) becomes one value
 per row, and each request gets back its rows and its first max(k) columns (exact top-k: the top
 of a longer list is the shorter list). Any other input must be equal across the merged requests.
-A merged call that fails (e.g. one unknown id among the rows) is rerun request by request, so a
-bad request never fails the good ones beside it.
+The requests of a tfrec model are checked before they queue (unknown ids, k range: see
+contract_checks), so a merged call does not fail on them; one that fails all the same (another
+model's graph refusing a request) is rerun request by request, so a bad request never fails the
+good ones beside it.
 """
 
 import dataclasses
 import threading
+from typing import Callable
 
 import numpy as np
 
+from tfrec.serving.contract_checks import K_INPUT
 from tfrec.serving.model_store import Signature
-
-K_INPUT = "k"
 
 
 @dataclasses.dataclass(eq=False)
@@ -29,17 +31,20 @@ class _Task:
     feeds: dict
     rows: int
     k_max: int  # 0: the signature has no k
-    done: threading.Event = dataclasses.field(default_factory=threading.Event)
+    done: threading.Event | None = None  # set when it queues (a running task needs none)
     result: dict | None = None
     error: BaseException | None = None
     batch: list | None = None  # set when this task's thread is to run `batch`
 
 
 class Batcher:
-    """Runs signature calls, merging concurrent ones (`parallel` merged calls per signature)."""
+    """Runs signature calls, merging concurrent ones (`parallel` merged calls per signature);
+    `on_batch(signature name, requests)` is told the size of every call it makes."""
 
-    def __init__(self, max_rows: int, parallel: int):
+    def __init__(self, max_rows: int, parallel: int,
+                 on_batch: Callable[[str, int], None] | None = None):
         self.max_rows, self.parallel = max_rows, max(1, parallel)
+        self._on_batch = on_batch
         self._lock = threading.Lock()
         self._queues: dict[tuple, list[_Task]] = {}
         self._running: dict[tuple, int] = {}
@@ -58,6 +63,7 @@ class Batcher:
                 self._running[key] = self._running.get(key, 0) + 1
                 task.batch = [task] + self._take(queue, self.max_rows - rows)
             else:
+                task.done = threading.Event()
                 queue.append(task)
         if task.batch is None:
             task.done.wait()
@@ -88,6 +94,8 @@ class Batcher:
         return taken
 
     def _execute(self, signature: Signature, batch: list[_Task]) -> None:
+        if self._on_batch is not None:
+            self._on_batch(signature.name, len(batch))
         try:
             if len(batch) == 1:
                 batch[0].result = call(signature, batch[0].feeds)
@@ -103,7 +111,8 @@ class Batcher:
             for task in batch:
                 if task.result is None and task.error is None:
                     task.error = RuntimeError("batch did not complete")
-                task.done.set()
+                if task.done is not None:
+                    task.done.set()
 
 
 def call(signature: Signature, feeds: dict) -> dict[str, np.ndarray]:

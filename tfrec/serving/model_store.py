@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Callable
 
 from tfrec.errors import TfrecError
+from tfrec.serving.contract_checks import ContractChecks
 from tfrec.serving.errors import not_found
 from tfrec.tf_setup import import_tf
 
@@ -74,8 +75,45 @@ class Signature:
     outputs: tuple[str, ...]
 
 
+class FlatCall:
+    """A restored signature function called with its flat tensors: `fn(**feeds)` -> {output
+    name: tensor}, as `signature(**feeds)` answers, with less Python per call.
+
+    A signature call binds the keywords to the function type, converts and casts each input,
+    resolves the captured resources (tables, variables) and packs the outputs: ~0.2 ms of CPU
+    of the ~0.6 ms of a one-row `serving_default` call (bench/serving_profile.py). Here the
+    input and output orders and the captured handles are read once at load, and each call
+    hands the inference function its inputs (converted to the signature's dtypes) followed by
+    the captures. The handles stay valid while the loaded SavedModel lives (the Servable keeps
+    it); no gradient tape ever watches a serving call.
+    """
+
+    def __init__(self, fn):
+        self._function = fn.inference_fn  # the AtomicFunction a ConcreteFunction runs
+        self._inputs = [(spec.name, spec.dtype)
+                        for spec in tf.nest.flatten(fn.structured_input_signature)]
+        self._outputs = tf.nest.flatten({name: name for name in fn.structured_outputs})
+        self._captures = list(fn.captured_inputs)
+
+    @classmethod
+    def of(cls, fn) -> Callable:
+        """FlatCall(fn), or `fn` itself for a function without the needed parts."""
+        if getattr(fn, "inference_fn", None) is None or not hasattr(fn, "captured_inputs"):
+            return fn
+        return cls(fn)
+
+    def __call__(self, **feeds) -> dict:
+        if len(feeds) != len(self._inputs):
+            raise TypeError(f"the signature takes {[name for name, _ in self._inputs]}, got "
+                            f"{sorted(feeds)}")
+        tensors = [tf.convert_to_tensor(feeds[name], dtype) for name, dtype in self._inputs]
+        flat = self._function.call_flat(*tensors, *self._captures)
+        return dict(zip(self._outputs, flat))
+
+
 class Servable:
-    """One loaded version of the model: its signatures and their SignatureDefs (for metadata)."""
+    """One loaded version of the model: its signatures, their SignatureDefs (for metadata) and
+    the request checks of a tfrec model."""
 
     def __init__(self, path: Path, version: int):
         self.path, self.version = path, version
@@ -91,6 +129,7 @@ class Servable:
             if name != _INIT_OP
         }
         self.num_items, self.bytes_per_result = _result_size(self._loaded)
+        self.checks = ContractChecks.of(self._loaded)  # None: not a tfrec model
 
     def __repr__(self) -> str:
         return f"Servable(version={self.version}, path={str(self.path)!r})"
@@ -368,7 +407,7 @@ def _signature(name: str, fn, sig_def) -> Signature:
         if not info.tensor_shape.unknown_rank:
             shape = tuple(d.size for d in info.tensor_shape.dim)
         inputs[key] = InputSpec(key, info.dtype, shape)
-    return Signature(name, fn, inputs, tuple(sorted(sig_def.outputs)))
+    return Signature(name, FlatCall.of(fn), inputs, tuple(sorted(sig_def.outputs)))
 
 
 def _fingerprint(path: Path) -> tuple:

@@ -5,6 +5,8 @@ Metrics, in a registry of their own per server (exposed at TF Serving's path
   tfrec_requests_total{model, api, method, signature, code}   counter
   tfrec_request_latency_seconds{model, api, method, signature} histogram
   tfrec_served_versions{model}                                  gauge, versions being served
+  tfrec_batch_size{model, signature}                            histogram, requests merged into
+                                                                one TF call (server-side batching)
 Label values come from a closed set (the served model's name and signatures, else "unknown"), so
 hostile requests naming random models or signatures cannot grow the registry.
 """
@@ -17,6 +19,7 @@ from prometheus_client import CONTENT_TYPE_LATEST  # noqa: F401  (re-exported fo
 
 access_log = logging.getLogger("tfrec.access")
 
+BATCH_BUCKETS = (1, 2, 3, 4, 6, 8, 12, 16, 32, 64, 128)
 # Seconds: sub-millisecond to a few seconds, denser where a recommender's p99 lives.
 LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5,
                    1.0, 2.5, 5.0, 10.0)
@@ -38,6 +41,24 @@ class Monitor:
         versions = Gauge("tfrec_served_versions", "Versions of the model being served.",
                          ["model"], registry=self.registry)
         versions.labels(store.name).set_function(lambda: len(store.versions))
+        self._children: dict[tuple, tuple] = {}  # labels -> (count, latency): a closed set
+        self._batch_size = Histogram("tfrec_batch_size",
+                                     "Requests merged into one TF call by server-side batching.",
+                                     ["model", "signature"], buckets=BATCH_BUCKETS,
+                                     registry=self.registry)
+
+    def record_batch(self, signature: str, requests: int) -> None:
+        """Records one merged TF call of `requests` requests (a Batcher's on_batch)."""
+        self._batch_size.labels(self._store.name, signature).observe(requests)
+
+    def _series(self, model: str, api: str, method: str, signature: str, code: str) -> tuple:
+        """The counter and histogram children of these labels (looked up once each)."""
+        key = (model, api, method, signature, code)
+        found = self._children.get(key)
+        if found is None:
+            found = self._children[key] = (self._count.labels(*key),
+                                           self._latency.labels(*key[:4]))
+        return found
 
     def record(self, api: str, method: str, model: str, signature: str, code: str,
                started: float, peer: str = "") -> None:
@@ -47,8 +68,9 @@ class Monitor:
         servable = self._store.latest
         if signature and (servable is None or signature not in servable.signatures):
             signature = UNKNOWN
-        self._count.labels(model, api, method, signature, code).inc()
-        self._latency.labels(model, api, method, signature).observe(seconds)
+        count, latency = self._series(model, api, method, signature, code)
+        count.inc()
+        latency.observe(seconds)
         if self.log_access:
             access_log.info("%s %s %s model=%s signature=%s %s %.2fms", peer or "-", api, method,
                             model, signature or "-", code, seconds * 1e3)

@@ -89,8 +89,8 @@ class ModelServer:
             num_versions=config.num_versions,
         )
         self.monitor = Monitor(self.store, config.access_log)
-        self.batcher = (Batcher(config.max_batch, config.batch_threads)
-                        if config.batch_threads else None)
+        self.batcher = (Batcher(config.max_batch, config.batch_threads,
+                                self.monitor.record_batch) if config.batch_threads else None)
         self._server: grpc.Server | None = None
         self._rest: RestServer | None = None
         self.port: int | None = None

@@ -11,7 +11,7 @@ from tfrec.tf_setup import import_tf
 
 tf = import_tf()  # Keras 2 and a quiet start-up, before any tensorflow import
 
-from tensorflow.core.framework import tensor_pb2, tensor_shape_pb2, types_pb2  # noqa: E402
+from tensorflow.core.framework import tensor_pb2, types_pb2  # noqa: E402
 
 
 _NUMPY = {
@@ -40,21 +40,25 @@ def to_numpy(proto: tensor_pb2.TensorProto) -> np.ndarray:
 
 def to_proto(array: np.ndarray) -> tensor_pb2.TensorProto:
     """A TensorProto of `array` (strings as bytes, numbers as tensor_content)."""
-    shape = tensor_shape_pb2.TensorShapeProto(
-        dim=[tensor_shape_pb2.TensorShapeProto.Dim(size=n) for n in array.shape]
-    )
+    proto = tensor_pb2.TensorProto()
+    fill(proto, array)
+    return proto
+
+
+def fill(proto: tensor_pb2.TensorProto, array: np.ndarray) -> None:
+    """Writes `array` into the empty `proto` in place (e.g. a response's output entry)."""
     kind = array.dtype.kind
-    if kind in "OSU":  # TF string outputs are object arrays of bytes
+    dtype = types_pb2.DT_STRING if kind in "OSU" else _PROTO.get(array.dtype)
+    if dtype is None:
+        proto.CopyFrom(tf.make_tensor_proto(array))
+        return
+    proto.dtype = dtype
+    dims = proto.tensor_shape.dim
+    for n in array.shape:
+        dims.add(size=n)
+    if dtype == types_pb2.DT_STRING:  # TF string outputs are object arrays of bytes
         values = array.ravel().tolist()
-        if kind == "U":
-            values = [v.encode() for v in values]
-        return tensor_pb2.TensorProto(
-            dtype=types_pb2.DT_STRING, tensor_shape=shape, string_val=values
-        )
-    dtype = _PROTO.get(array.dtype)
-    if dtype is not None:
-        return tensor_pb2.TensorProto(
-            dtype=dtype, tensor_shape=shape,
-            tensor_content=np.ascontiguousarray(array, array.dtype.newbyteorder("<")).tobytes(),
-        )
-    return tf.make_tensor_proto(array)
+        proto.string_val.extend([v.encode() for v in values] if kind == "U" else values)
+    else:
+        proto.tensor_content = np.ascontiguousarray(
+            array, array.dtype.newbyteorder("<")).tobytes()
