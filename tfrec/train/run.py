@@ -79,12 +79,14 @@ def _train(schema: str, config: Config, run: RunDir, progress: bool, log,
     if trains:
         from tfrec.train.fit import embeddings, fit
 
-        init = None
+        init, fit_config = None, config
         if warm is not None:
-            def init(trained):
-                warm.apply(trained)
+            def init(trained, optimizer, variables):
+                warm.apply(trained, optimizer, variables)
                 log(warm.summary())
-        trained, report = fit(prepared, config, run, progress, log, init=init)
+            fit_config = warm.training_config(config)
+        trained, report = fit(prepared, fit_config, run, progress, log, init=init,
+                              start_step=0 if warm is None else warm.start_step)
         user_emb, item_emb, item_bias = embeddings(trained)
         scores = embedding_score_fn(user_emb, item_emb, item_bias)
         info.update(dataclasses.asdict(report))
