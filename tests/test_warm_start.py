@@ -258,3 +258,35 @@ def test_the_gate_exports_when_better_and_declines_when_worse(old_run, tables, t
     assert main(["export", "--run-dir", str(bad), "--model-base", str(base),
                  "--only-if-better", "--margin", f"{gap + 0.01:.4f}"]) == 0
     assert (base / "3").is_dir()
+
+
+def test_feature_tables_move_with_their_values():
+    """Categorical / token tables are ordered by frequency, so their rows move with the data:
+    old colours red red blue green -> rows [OOV, red, blue, green] (ties by value); new
+    colours green green red pink -> [OOV, green, pink, red]: green 3 -> 1, red 1 -> 3, the
+    OOV row stays 0, pink is fresh, blue is dropped. Tokens "a b", "b", "c" -> [b, a, c]."""
+    from types import SimpleNamespace as NS
+
+    import tensorflow_gnn as tfgnn
+
+    from tfrec.model.inputs import OOV, feature_vocabularies
+    from tfrec.train.warm_start import _move
+
+    def graph(colours, tags):
+        return tfgnn.GraphTensor.from_pieces(node_sets={"item": tfgnn.NodeSet.from_fields(
+            sizes=[len(colours)], features={"colour": np.array(colours, object),
+                                            "tags": np.array(tags, object)})})
+
+    schema = NS(node_sets={"item": NS(features=[NS(name="colour", role="categorical"),
+                                                NS(name="tags", role="tokens")])})
+    old = feature_vocabularies(graph(["red", "red", "blue", "green"], ["a b", "b", "c", ""]),
+                               schema)
+    assert old == {"item/cats/colour": [OOV, "red", "blue", "green"],
+                   "item/multi/tags": ["b", "a", "c"]}
+    new = feature_vocabularies(graph(["green", "green", "red", "pink"], ["", "", "", ""]),
+                               schema)
+    rows = map_vocab("item/cats/colour", old["item/cats/colour"], new["item/cats/colour"])
+    table = np.array([[0.0], [10.0], [20.0], [30.0]])  # old rows OOV, red, blue, green
+    moved = _move(rows)(table, np.full((4, 1), -1.0))  # -1: the fresh initialisation
+    assert moved.ravel().tolist() == [0.0, 30.0, -1.0, 10.0]
+    assert (rows.added, rows.removed) == (1, 1)

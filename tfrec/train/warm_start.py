@@ -44,6 +44,9 @@ _VALUE = "/.ATTRIBUTES/VARIABLE_VALUE"
 # checkpoint keys of the variables whose rows are the nodes of a node set
 _ID_KEYS = (re.compile(r"^model/encoders/(?P<set>[^/]+)/ids/embeddings$"),
             re.compile(r"^model/encoders/(?P<set>[^/]+)/text_table$"))
+# checkpoint keys of the tables whose rows are the values of a categorical / token feature
+_FEATURE_KEY = re.compile(r"^model/encoders/(?P<key>[^/]+/(cats|multi)/[^/]+)/"
+                          r"(embeddings|kernel)$")
 _ITEM_BIAS = "model/item_bias"
 _ITEM_IDS = "model/encoders/{}/ids/embeddings"
 _ITERATIONS = "optimizer/_iterations" + _VALUE
@@ -132,6 +135,7 @@ class WarmStart:
         self.old, self.old_schema, self.old_config, self.checkpoint = \
             old, schema, config, checkpoint
         self.maps: dict[str, VocabMap] = {}
+        self.feature_maps: dict[str, VocabMap] = {}  # "<set>/cats|multi/<feature>" ->
         self.report: dict = {}
         self.start_step = 0  # the old optimizer's step count (set by `map`)
 
@@ -193,8 +197,11 @@ class WarmStart:
 
         return load_graph_data(self.old_schema).node_ids
 
-    def map(self, node_ids: dict[str, np.ndarray]) -> None:
-        """Stage 2: maps the old vocabularies onto the new ones (node set -> [N] ids)."""
+    def map(self, node_ids: dict[str, np.ndarray], features: dict | None = None) -> None:
+        """Stage 2: maps the old vocabularies onto the new ones (node set -> [N] ids), and the
+        rows of the categorical / token feature tables by value (`features`: the new run's
+        tfrec.model.inputs.feature_vocabularies; an old run from before vocab/features has
+        its feature tables copied when their shapes match)."""
         import tensorflow as tf
 
         old_ids = self.old_vocabularies()
@@ -215,6 +222,12 @@ class WarmStart:
                 raise TfrecError(f"the checkpoint {self.checkpoint} has {shape[0]} rows of node "
                                  f"set {name!r} but its vocabulary {len(old_ids[name])} ids: the "
                                  "run's tables changed since it trained")
+        old_features = self.old.read_feature_vocab()
+        for key, values in (features or {}).items():
+            full = f"model/encoders/{key}/{'embeddings' if '/cats/' in key else 'kernel'}"
+            if key in old_features and list(shapes.get(full + _VALUE, [0]))[0] == \
+                    len(old_features[key]):
+                self.feature_maps[key] = map_vocab(key, old_features[key], values)
         if _ITERATIONS in shapes:
             self.start_step = int(tf.train.load_checkpoint(self.checkpoint).get_tensor(
                 _ITERATIONS))
@@ -239,14 +252,13 @@ class WarmStart:
         trained_rows = None  # new item rows that hold a trained old row
         for key, var in sorted(checkpoint_keys(trained).items()):
             full = key + _VALUE
-            node_set = _id_node_set(key, self.old_schema.item_set)
-            if full not in shapes or (node_set is None
-                                      and list(shapes[full]) != list(var.shape)):
+            rows = self._rows(key)
+            if full not in shapes or (rows is None and list(shapes[full]) != list(var.shape)):
                 done["fresh"].append(key)
                 continue
-            move = self._move(node_set)
+            move = _move(rows)
             var.assign(move(reader.get_tensor(full), var.numpy()))
-            done["mapped" if node_set is not None else "copied"].append(key)
+            done["mapped" if rows is not None else "copied"].append(key)
             for slot, old_key in slots.get(id(var), []):
                 if list(shapes[old_key]) != list(shapes[full]):
                     continue  # not this weight's slot: it stays fresh (zero)
@@ -259,17 +271,14 @@ class WarmStart:
         self.report["initialised"] = self.init_from_neighbours(trained, trained_rows)
         return done
 
-    def _move(self, node_set: str | None):
-        """(old value, new value) -> the new value with the old one's rows of the ids it
-        still has (a node set's ID-indexed variable), or the old value (any other)."""
-        if node_set is None:
-            return lambda old, new: old
-        m = self.maps[node_set]
-
-        def move(old, new):
-            new[m.new_rows] = old[m.old_rows]
-            return new
-        return move
+    def _rows(self, key: str) -> VocabMap | None:
+        """How the rows of the variable of checkpoint `key` move: its node set's ids (an
+        ID-indexed variable) or its feature's values (a feature table); None: not by row."""
+        node_set = _id_node_set(key, self.old_schema.item_set)
+        if node_set is not None:
+            return self.maps[node_set]
+        m = _FEATURE_KEY.match(key)
+        return self.feature_maps.get(m.group("key")) if m else None
 
     def _trained_rows(self, old_slot: np.ndarray) -> np.ndarray:
         """[I_new] bool: the new item rows holding an old row that was ever trained, known
@@ -316,13 +325,25 @@ class WarmStart:
         lines += [f"  {n}: {v['kept']} ids keep their rows, {v['added']} new, {v['removed']} "
                   "removed" for n, v in self.report["node_sets"].items()]
         if "mapped" in self.report:
-            lines.append(f"  variables: {self.report['mapped']} ID tables mapped, "
+            lines.append(f"  variables: {self.report['mapped']} ID/feature tables mapped, "
                          f"{self.report['copied']} copied, {self.report['fresh']} fresh"
                          + (f" ({', '.join(self.report['fresh_keys'])})"
                             if self.report["fresh_keys"] else ""))
             lines.append(f"  {self.report['initialised']} untrained item rows start from their "
                          "text and knowledge-graph neighbours")
         return "\n".join(lines)
+
+
+def _move(rows: VocabMap | None):
+    """(old value, new value) -> the new value with the old one's rows that `rows` keeps, in
+    their new places, or (rows None) the old value itself."""
+    if rows is None:
+        return lambda old, new: old
+
+    def move(old, new):
+        new[rows.new_rows] = old[rows.old_rows]
+        return new
+    return move
 
 
 def _id_source(node_set) -> str:
