@@ -138,7 +138,7 @@ def valid_curve(run_dir: Path, start: float) -> list[list]:
 
 def reach(curve: list[list], target: float) -> tuple[float | None, int | None]:
     """(seconds, epoch) of the first epoch of `curve` whose valid NDCG@20 >= target."""
-    return next(((s, e) for e, s, v in curve if v >= target - 1e-12), (None, None))
+    return next(((s, e) for e, s, v in curve if v >= target), (None, None))
 
 
 def run(point: int, how: str, folder: Path, config_path: Path, run_dir: Path,
@@ -157,8 +157,8 @@ def run(point: int, how: str, folder: Path, config_path: Path, run_dir: Path,
     row = Row(point, how, test["ndcg@20"], test["recall@20"],
               item_recall(run_dir, groups) if groups else {}, info.get("best_epoch", 0),
               info.get("epochs_run", 0), seconds, info.get("best_valid", float("nan")), curve)
-    if how == "scratch":
-        row.to_target, row.target_epoch = reach(curve, row.best_valid)
+    if how == "scratch":  # its best as logged (float32), the epoch the checkpoint kept
+        row.to_target, row.target_epoch = reach(curve, max(v for _, _, v in curve))
     return row
 
 
@@ -209,7 +209,8 @@ def main() -> int:
                       warm_from if how == "warm" else None, groups)
             if how == "warm":
                 scratch = rows[-1]
-                row.to_target, row.target_epoch = reach(row.curve, 0.99 * scratch.best_valid)
+                best = max(v for _, _, v in scratch.curve)
+                row.to_target, row.target_epoch = reach(row.curve, 0.99 * best)
             rows.append(row)
             print(f"  {row}", flush=True)
         warm_from = out / (f"run{t}-warm" if t else "run0-scratch")
@@ -232,7 +233,8 @@ def main() -> int:
               f"{r.seconds:>7.0f}")
     for t in (1, 2):
         s, w = (next(r for r in rows if r.point == t and r.how == h) for h in ("scratch", "warm"))
-        ratio = "never" if w.to_target is None else f"{w.to_target / s.to_target:.2f}"
+        ratio = "never" if w.to_target is None or s.to_target is None \
+            else f"{w.to_target / s.to_target:.2f}"
         print(f"update {t}: warm/scratch test NDCG@20 {w.ndcg / s.ndcg:.3f}; time to scratch's "
               f"best valid NDCG@20 (warm: within 1%) {ratio}; whole run "
               f"{w.seconds / s.seconds:.2f}")

@@ -184,6 +184,7 @@ def test_warm_start_trains_and_the_old_run_is_untouched(old_run, tables, tmp_pat
     out = capsys.readouterr().out
     assert code == 0, out
     assert "warm start from" in out and "the optimizer continues" in out
+    assert "epoch   0  (before any step)  valid ndcg@20" in out  # validated as it comes
     assert "item: 5 ids keep their rows, 1 new, 1 removed" in out
     assert (new_run / "vocab" / "item.txt").read_text().split() == ["i7", "i1", "i2", "i3",
                                                                      "i4", "i5"]

@@ -399,6 +399,7 @@ class Trainer:
             # its slots now, not in the first step: the step is traced once, not twice (a
             # tf.function creating variables is traced again), and a warm start can fill them
             self.optimizers["optimizer"].build(self.variables[0])
+            self.starts_trained = init is not None  # validated before its first step
             if init is not None:  # e.g. a warm start's weights (a resumed run restores over them)
                 init(self.trained, self.optimizers["optimizer"], self.variables[0])
             self.objective = Objective(prepared, config, self.trained, self.batches)
@@ -470,6 +471,14 @@ class Trainer:
         board = Board(self.run.logs)
         bar = _progress(t.epochs, resumed, self.progress)
         seconds, epoch = [], resumed
+        if self.starts_trained and not resumed and not stopped:
+            # "epoch 0": the warm-started model as it comes, before any step, so the best
+            # checkpoint is never worse than the starting point (and may be it)
+            valid = self._validate()
+            board.epoch(0, {}, self._learning_rate(), valid)
+            self._checkpoint(0, valid[self.metric])
+            self._write(bar, f"epoch   0  (before any step)  valid {self.metric} "
+                        f"{valid[self.metric]:.4f}  *")
         for epoch in range(resumed + 1, (resumed if stopped else t.epochs) + 1):
             start = time.perf_counter()
             means = self._train_epoch(epoch, bar)
@@ -590,7 +599,8 @@ def fit(prepared: Prepared, config: Config, run: RunDir, progress: bool = True,
         start_step: int = 0) -> tuple[Trained, FitReport]:
     """Trains until `train.epochs` or early stopping; returns the best epoch's model.
     init: optional callable (Trained, optimizer, its variables) on the freshly built model and
-    optimizer (slots built) before the first step; start_step: the step the optimizer's
+    optimizer (slots built) before the first step, whose result is validated and checkpointed
+    as epoch 0 (a warm start: the best epoch may be 0, the model it began with); start_step: the step the optimizer's
     learning-rate schedule counts from (a warm start's old step count)."""
     return Trainer(prepared, config, run, progress, log, init, start_step).fit()
 
