@@ -22,7 +22,8 @@ through text, features and the knowledge graph); best epoch / epochs run; and tw
   to target  seconds from the start of `train()` (tables, text embeddings, model, tracing
              included) until the epoch whose validation NDCG@20 first reaches the target,
              read from the per-epoch validation log the trainer writes (RUN_DIR/logs, the
-             wall time of each epoch's "valid/ndcg@20"). Scratch's target is its own best
+             wall time of each epoch's "valid/ndcg@20"; a warm run's epoch 0 is its model
+             before any step). Scratch's target is its own best
              valid NDCG@20 (time to its best epoch); warm's is scratch's best minus 1%
              (x 0.99), "-" if never reached;
   whole run  seconds of the whole `train()` (patience epochs and final evaluation included).
