@@ -398,7 +398,9 @@ class Trainer:
             self.variables = trainable_variables(self.trained)
             # its slots now, not in the first step: the step is traced once, not twice (a
             # tf.function creating variables is traced again), and a warm start can fill them
-            self.optimizers["optimizer"].build(self.variables[0])
+            for name, variables in zip(("optimizer", "text_optimizer"), self.variables):
+                if name in self.optimizers:
+                    self.optimizers[name].build(variables)
             self.starts_trained = init is not None  # validated before its first step
             if init is not None:  # e.g. a warm start's weights (a resumed run restores over them)
                 init(self.trained, self.optimizers["optimizer"], self.variables[0])
