@@ -12,9 +12,22 @@ its older half is the validation split (early stopping), its newer half the test
 reported here (split method "files"). At updates 1 and 2 two runs train on the same tables:
   scratch  `tfrec train` from zero,
   warm     `tfrec train --warm-start` from the previous point's warm run (point 0 for update 1).
-Prints, per run: test NDCG@20 and Recall@20, Recall@20 on the test pairs of the items first
-seen in this update (new since the previous point's tables), best epoch / epochs run, and wall
-seconds (of the whole `tfrec train`: tables, text embeddings, training, evaluation).
+Both runs read the same config; a warm run trains with train.warm_learning_rate and
+train.warm_patience where the config sets them.
+Prints, per run: test NDCG@20 and Recall@20; Recall@20 (and the number of test pairs) of two
+groups of items: "first trained" (items with training pairs at this point but none at the
+previous one: new ids and ids the old run only knew without interactions) and "cold" (items
+with no training pair at all: first seen in this point's evaluation slice, reachable only
+through text, features and the knowledge graph); best epoch / epochs run; and two times:
+  to target  seconds from the start of `train()` (tables, text embeddings, model, tracing
+             included) until the epoch whose validation NDCG@20 first reaches the target,
+             read from the per-epoch validation log the trainer writes (RUN_DIR/logs, the
+             wall time of each epoch's "valid/ndcg@20"; a warm run's epoch 0 is its model
+             before any step). Scratch's target is its own best
+             valid NDCG@20 (time to its best epoch); warm's is scratch's best minus 1%
+             (x 0.99), "-" if never reached;
+  whole run  seconds of the whole `train()` (patience epochs and final evaluation included).
+Imports happen once, before the first run. The machine load (`uptime`) is printed at the end.
 """
 
 import argparse
@@ -78,15 +91,18 @@ class Row:
     how: str
     ndcg: float
     recall: float
-    new_item_recall: float
-    new_item_pairs: int
+    groups: dict  # group -> [Recall@20, test pairs]
     best_epoch: int
     epochs: int
-    seconds: float
+    seconds: float  # whole train()
+    best_valid: float
+    curve: list  # [epoch, seconds since the start of train(), valid NDCG@20]
+    to_target: float | None = None  # seconds to the target (see the module docstring)
+    target_epoch: int | None = None
 
 
-def new_item_recall(run_dir: Path, previous: set[str]) -> tuple[float, int]:
-    """Recall@20 on the test pairs whose item is not in `previous` (ids), and their count."""
+def item_recall(run_dir: Path, groups: dict[str, set[str]]) -> dict[str, list]:
+    """group -> [Recall@20 on the test pairs whose item is in the group (ids), their count]."""
     from tfrec.evaluate.metrics import filter_targets, full_ranking_metrics
     from tfrec.evaluate.scoring import embedding_score_fn
     from tfrec.export.from_run import restore_run
@@ -95,31 +111,66 @@ def new_item_recall(run_dir: Path, previous: set[str]) -> tuple[float, int]:
     r = restore_run(str(run_dir))
     p = r.prepared
     ids = p.data.node_ids[p.data.schema.item_set].astype(str)
-    mask = np.array([i not in previous for i in ids])
-    targets = filter_targets(p.csr("test"), mask)
-    count = int(np.sum(mask[p.split.pairs("test")[1]]))
-    if not count:
-        return float("nan"), 0
-    m = full_ranking_metrics(embedding_score_fn(*embeddings(r.trained)), p.csr("train", "valid"),
-                             targets, (20,))
-    return m["recall@20"], count
+    score = embedding_score_fn(*embeddings(r.trained))
+    out = {}
+    for name, group in groups.items():
+        mask = np.array([i in group for i in ids])
+        count = int(np.sum(mask[p.split.pairs("test")[1]]))
+        out[name] = [float("nan"), 0] if not count else [full_ranking_metrics(
+            score, p.csr("train", "valid"), filter_targets(p.csr("test"), mask),
+            (20,))["recall@20"], count]
+    return out
+
+
+def valid_curve(run_dir: Path, start: float) -> list[list]:
+    """[[epoch, seconds since `start` (time.time()), valid NDCG@20]] from the run's per-epoch
+    TensorBoard log (the wall time each epoch's validation figure was written)."""
+    import tensorflow as tf
+
+    points = {}
+    for path in sorted((run_dir / "logs").glob("events.out.tfevents.*")):
+        for event in tf.compat.v1.train.summary_iterator(str(path)):
+            for v in event.summary.value:
+                if v.tag == "valid/ndcg@20":
+                    points[event.step] = [event.step, event.wall_time - start,
+                                          float(tf.make_ndarray(v.tensor))]
+    return [points[e] for e in sorted(points)]
+
+
+def reach(curve: list[list], target: float) -> tuple[float | None, int | None]:
+    """(seconds, epoch) of the first epoch of `curve` whose valid NDCG@20 >= target."""
+    return next(((s, e) for e, s, v in curve if v >= target), (None, None))
 
 
 def run(point: int, how: str, folder: Path, config_path: Path, run_dir: Path,
-        warm_from: Path | None, previous: set[str]) -> Row:
+        warm_from: Path | None, groups: dict[str, set[str]]) -> Row:
     from tfrec.config import load_config
     from tfrec.train.run import train
 
     config = load_config(str(config_path))
-    start = time.perf_counter()
+    wall, start = time.time(), time.perf_counter()
     result = train(str(folder / "schema.pbtxt"), config, str(run_dir), progress=False,
                    log=lambda line: print(f"    {line}", flush=True),
                    warm_start=None if warm_from is None else str(warm_from))
     seconds = time.perf_counter() - start
-    recall_new, count = new_item_recall(run_dir, previous) if previous else (float("nan"), 0)
     test, info = result.metrics["test"], result.info
-    return Row(point, how, test["ndcg@20"], test["recall@20"], recall_new, count,
-               info.get("best_epoch", 0), info.get("epochs_run", 0), seconds)
+    curve = valid_curve(run_dir, wall)
+    row = Row(point, how, test["ndcg@20"], test["recall@20"],
+              item_recall(run_dir, groups) if groups else {}, info.get("best_epoch", 0),
+              info.get("epochs_run", 0), seconds, info.get("best_valid", float("nan")), curve)
+    if how == "scratch":  # its best as logged (float32), the epoch the checkpoint kept
+        row.to_target, row.target_epoch = reach(curve, max(v for _, _, v in curve))
+    return row
+
+
+def train_items(folder: Path) -> set[str]:
+    lines = (folder / "splits" / "train.tsv").read_text().splitlines()[1:]
+    return {line.split("\t")[1] for line in lines if line}
+
+
+def table_items(folder: Path) -> set[str]:
+    lines = (folder / FILES["item"]).read_text().splitlines()[1:]
+    return {line.split("\t")[0] for line in lines if line}
 
 
 def main() -> int:
@@ -140,7 +191,7 @@ def main() -> int:
     inter.sort(key=lambda r: (float(r[3]), r[0], r[1]))
     base = tomllib.loads(Path(args.config).read_text())
     rows: list[Row] = []
-    warm_from, previous = None, set()
+    warm_from, trained_before = None, set()
     for t in range(3):
         folder = out / f"point{t}"
         write_point(folder, t, inter)
@@ -150,29 +201,43 @@ def main() -> int:
                   "split": {"method": "files", "split_dir": str(folder / "splits")}}
         config_path = folder / "config.toml"
         config_path.write_text(_toml(config))
-        hows = ["scratch"] if t == 0 else ["scratch", "warm"]
-        for how in hows:
+        trained_now = train_items(folder)
+        groups = {} if t == 0 else {"first trained": trained_now - trained_before,
+                                    "cold": table_items(folder) - trained_now}
+        for how in ["scratch"] if t == 0 else ["scratch", "warm"]:
             print(f"point {t}: {how}", flush=True)
             row = run(t, how, folder, config_path, out / f"run{t}-{how}",
-                      warm_from if how == "warm" else None, previous)
+                      warm_from if how == "warm" else None, groups)
+            if how == "warm":
+                scratch = rows[-1]
+                best = max(v for _, _, v in scratch.curve)
+                row.to_target, row.target_epoch = reach(row.curve, 0.99 * best)
             rows.append(row)
             print(f"  {row}", flush=True)
         warm_from = out / (f"run{t}-warm" if t else "run0-scratch")
-        previous = set((folder / FILES["item"]).read_text().split("\n")[1:])
-        previous = {line.split("\t")[0] for line in previous if line}
+        trained_before = trained_now
 
+    train = base.get("train", {})
     print(f"\nMovieLens-100K by time, model kind {args.kind}, {args.config}, epochs <= "
-          f"{args.epochs}, patience {args.patience}; test = newer half of the slice after "
-          "the training data")
-    print(f"{'point':<6}{'run':<9}{'test NDCG@20':>13}{'Recall@20':>11}{'new items R@20':>16}"
-          f"{'(pairs)':>8}{'best/epochs':>13}{'seconds':>9}")
+          f"{args.epochs}, patience {args.patience} (warm: learning rate "
+          f"{train.get('warm_learning_rate') or train.get('learning_rate', 'default')}, patience "
+          f"{train.get('warm_patience') or args.patience}); test = newer half of the slice "
+          "after the training data")
+    print(f"{'point':<6}{'run':<8}{'test NDCG@20':>13}{'R@20':>8}{'first-trained R@20':>24}"
+          f"{'cold R@20':>17}{'best/ep':>9}{'valid':>8}{'to target':>16}{'whole':>7}")
     for r in rows:
-        print(f"{r.point:<6}{r.how:<9}{r.ndcg:>13.4f}{r.recall:>11.4f}"
-              f"{r.new_item_recall:>16.4f}{r.new_item_pairs:>8}"
-              f"{f'{r.best_epoch}/{r.epochs}':>13}{r.seconds:>9.0f}")
+        g = {k: f"{v[0]:.4f} ({v[1]})" for k, v in r.groups.items()}
+        target = "-" if r.to_target is None else f"{r.to_target:.0f} (ep {r.target_epoch})"
+        print(f"{r.point:<6}{r.how:<8}{r.ndcg:>13.4f}{r.recall:>8.4f}"
+              f"{g.get('first trained', '-'):>24}{g.get('cold', '-'):>17}"
+              f"{f'{r.best_epoch}/{r.epochs}':>9}{r.best_valid:>8.4f}{target:>16}"
+              f"{r.seconds:>7.0f}")
     for t in (1, 2):
         s, w = (next(r for r in rows if r.point == t and r.how == h) for h in ("scratch", "warm"))
-        print(f"update {t}: warm/scratch NDCG@20 {w.ndcg / s.ndcg:.3f}, time "
+        ratio = "never" if w.to_target is None or s.to_target is None \
+            else f"{w.to_target / s.to_target:.2f}"
+        print(f"update {t}: warm/scratch test NDCG@20 {w.ndcg / s.ndcg:.3f}; time to scratch's "
+              f"best valid NDCG@20 (warm: within 1%) {ratio}; whole run "
               f"{w.seconds / s.seconds:.2f}")
     (out / "results.json").write_text(json.dumps([dataclasses.asdict(r) for r in rows],
                                                  indent=2))

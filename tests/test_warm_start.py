@@ -12,7 +12,7 @@ import pytest
 
 from tfrec.cli import main
 from tfrec.config import config_from_dict
-from tfrec.train.fit import build, embeddings, restore_best
+from tfrec.train.fit import _optimizer, build, embeddings, restore_best, trainable_variables
 from tfrec.train.prepare import prepare
 from tfrec.train.run import train
 from tfrec.train.run_dir import RunDir
@@ -127,6 +127,54 @@ def test_known_ids_keep_their_rows_and_scores_new_ids_start_fresh(old_run, table
     assert checked >= 12
 
 
+def test_the_optimizer_continues_with_its_slots_mapped_like_the_weights(old_run, tables):
+    """Adam's moments m, v of a known row move with it, a new row's are zero, the step count t
+    continues and the learning-rate schedule restarts (cosine at its start: the full rate).
+    One step with zero gradients then moves a known row by hand:
+        m' = b1 m,  v' = b2 v,  alpha = lr sqrt(1 - b2^(t+1)) / (1 - b1^(t+1)),
+        row' = row - alpha m' / (sqrt(v') + eps)
+    and leaves i7's row alone (m' = 0)."""
+    import tensorflow as tf
+
+    config = config_from_dict(CONFIG)
+    new_prepared = prepare(str(tables / "schema.pbtxt"), config, progress=False)
+    warm = WarmStart.open(str(old_run), str(tables / "new-run"), str(tables / "schema.pbtxt"),
+                          config)
+    warm.map(new_prepared.data.node_ids)
+    reader = tf.train.load_checkpoint(warm.checkpoint)
+    t = int(reader.get_tensor("optimizer/_iterations/.ATTRIBUTES/VARIABLE_VALUE"))
+    assert warm.start_step == t > 0
+    new = build(new_prepared, config)
+    variables = trainable_variables(new)[0]
+    optimizer = _optimizer(config, steps_per_epoch=2, start_step=warm.start_step)
+    optimizer.build(variables)
+    warm.apply(new, optimizer, variables)
+    assert warm.report["optimizer"] == "continued" and int(optimizer.iterations) == t
+
+    table = new.model.encoders["item"].ids.embeddings
+    i = variables.index(table)
+    m, v = optimizer.variables[1 + 2 * i], optimizer.variables[2 + 2 * i]  # Adam: m, v per var
+    # the old run built its slots over the same variables in the same order
+    old_m, old_v = (reader.get_tensor(f"optimizer/_variables/{n}/.ATTRIBUTES/VARIABLE_VALUE")
+                    for n in (1 + 2 * i, 2 + 2 * i))
+    old_ids = list(RunDir(old_run).read_vocab()["item"])
+    new_ids = list(new_prepared.data.node_ids["item"])
+    for item in ("i1", "i3", "i5"):
+        np.testing.assert_array_equal(m.numpy()[new_ids.index(item)],
+                                      old_m[old_ids.index(item)])
+        np.testing.assert_array_equal(v.numpy()[new_ids.index(item)],
+                                      old_v[old_ids.index(item)])
+    assert not m.numpy()[0].any() and not v.numpy()[0].any()  # i7, new
+    before, m0, v0 = table.numpy(), m.numpy(), v.numpy()
+    optimizer.apply_gradients([(tf.zeros_like(x), x) for x in variables])
+    lr, b1, b2, eps = CONFIG["train"]["learning_rate"], 0.9, 0.999, 1e-7
+    alpha = lr * np.sqrt(1 - b2 ** (t + 1)) / (1 - b1 ** (t + 1))
+    r = new_ids.index("i3")
+    expected = before[r] - alpha * (b1 * m0[r]) / (np.sqrt(b2 * v0[r]) + eps)
+    np.testing.assert_allclose(table.numpy()[r], expected, rtol=1e-5, atol=1e-7)
+    np.testing.assert_array_equal(table.numpy()[0], before[0])
+
+
 def test_warm_start_trains_and_the_old_run_is_untouched(old_run, tables, tmp_path, capsys):
     before = {p: p.stat().st_mtime_ns for p in old_run.rglob("*")}
     new_run = tmp_path / "new"
@@ -135,7 +183,8 @@ def test_warm_start_trains_and_the_old_run_is_untouched(old_run, tables, tmp_pat
                  "--no-progress"])
     out = capsys.readouterr().out
     assert code == 0, out
-    assert "warm start from" in out and "the optimizer restarts" in out
+    assert "warm start from" in out and "the optimizer continues" in out
+    assert "epoch   0  (before any step)  valid ndcg@20" in out  # validated as it comes
     assert "item: 5 ids keep their rows, 1 new, 1 removed" in out
     assert (new_run / "vocab" / "item.txt").read_text().split() == ["i7", "i1", "i2", "i3",
                                                                      "i4", "i5"]
@@ -210,3 +259,35 @@ def test_the_gate_exports_when_better_and_declines_when_worse(old_run, tables, t
     assert main(["export", "--run-dir", str(bad), "--model-base", str(base),
                  "--only-if-better", "--margin", f"{gap + 0.01:.4f}"]) == 0
     assert (base / "3").is_dir()
+
+
+def test_feature_tables_move_with_their_values():
+    """Categorical / token tables are ordered by frequency, so their rows move with the data:
+    old colours red red blue green -> rows [OOV, red, blue, green] (ties by value); new
+    colours green green red pink -> [OOV, green, pink, red]: green 3 -> 1, red 1 -> 3, the
+    OOV row stays 0, pink is fresh, blue is dropped. Tokens "a b", "b", "c" -> [b, a, c]."""
+    from types import SimpleNamespace as NS
+
+    import tensorflow_gnn as tfgnn
+
+    from tfrec.model.inputs import OOV, feature_vocabularies
+    from tfrec.train.warm_start import _move
+
+    def graph(colours, tags):
+        return tfgnn.GraphTensor.from_pieces(node_sets={"item": tfgnn.NodeSet.from_fields(
+            sizes=[len(colours)], features={"colour": np.array(colours, object),
+                                            "tags": np.array(tags, object)})})
+
+    schema = NS(node_sets={"item": NS(features=[NS(name="colour", role="categorical"),
+                                                NS(name="tags", role="tokens")])})
+    old = feature_vocabularies(graph(["red", "red", "blue", "green"], ["a b", "b", "c", ""]),
+                               schema)
+    assert old == {"item/cats/colour": [OOV, "red", "blue", "green"],
+                   "item/multi/tags": ["b", "a", "c"]}
+    new = feature_vocabularies(graph(["green", "green", "red", "pink"], ["", "", "", ""]),
+                               schema)
+    rows = map_vocab("item/cats/colour", old["item/cats/colour"], new["item/cats/colour"])
+    table = np.array([[0.0], [10.0], [20.0], [30.0]])  # old rows OOV, red, blue, green
+    moved = _move(rows)(table, np.full((4, 1), -1.0))  # -1: the fresh initialisation
+    assert moved.ravel().tolist() == [0.0, 30.0, -1.0, 10.0]
+    assert (rows.added, rows.removed) == (1, 1)

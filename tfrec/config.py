@@ -88,6 +88,9 @@ class TrainConfig(Validated):
     mode: "full" embeds the whole training graph every step; "sampled" embeds a subgraph
     sampled around the batch's users and items ([sample], tfrec.data.sampling); "auto" samples
     when the training interactions exceed sample.auto_edges.
+    warm_learning_rate, warm_patience: learning_rate and patience of a run that starts from an
+    old run's weights (`tfrec train --warm-start`), 0 meaning the same as from scratch: such a
+    run starts near its best and usually wants smaller steps and less waiting.
     strategy: the tf.distribute strategy of the training steps (tfrec.train.distribute):
     "default" (one device), "mirrored" (this host's GPUs, else its logical CPU devices),
     "multi_worker" (synchronous over the hosts of TF_CONFIG) or "parameter_server" (TF_CONFIG's
@@ -109,6 +112,10 @@ class TrainConfig(Validated):
     align_weight: float = _range(0.1, 0.0, 100.0)
     align_mode: str = _choice("both", "text")
     patience: int = _range(5, 1, 10000)
+    warm_learning_rate: float = dataclasses.field(default=0.0, metadata={
+        "range": (0.0, 10.0, None), "note": "of a --warm-start run; 0: learning_rate"})
+    warm_patience: int = dataclasses.field(default=0, metadata={
+        "range": (0, 10000, None), "note": "of a --warm-start run; 0: patience"})
     seed: int = _range(0, 0, SEED_MAX)
     mixed_precision: bool = False
     xla: bool = False

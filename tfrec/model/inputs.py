@@ -146,6 +146,28 @@ def _graph_numpy(graph) -> tuple[dict, dict[str, int], dict[str, _Edges]]:
     return nodes, sizes, edges
 
 
+OOV = "\0"  # stands for row 0 of a categorical table (out of vocabulary) in a vocabulary list
+
+
+def feature_vocabularies(graph, schema: Schema) -> dict[str, list[str]]:
+    """"<node set>/cats/<f>" -> [V] the value of each row of a categorical feature's table (row
+    0, out of vocabulary, as OOV) and "<node set>/multi/<f>" -> [V] the token of each row of a
+    token feature's projection, as `model_graph` builds them from the training `graph`: the
+    rows depend on the data (most frequent first), so a warm start maps them by value."""
+    nodes, _, _ = _graph_numpy(graph)
+    out = {}
+    for name, feats in nodes.items():
+        roles = {f.name: f.role for f in schema.node_sets[name].features}
+        for f, values in feats.items():
+            if roles.get(f) == "categorical":
+                out[f"{name}/cats/{f}"] = [OOV, *_vocab(values)]
+            elif roles.get(f) == "tokens":
+                tokens = [t for v in values for t in str(v).split()]
+                out[f"{name}/multi/{f}"] = list(_vocab(np.array(tokens or [""], dtype=object),
+                                                       MAX_TOKENS))
+    return out
+
+
 def kg_leaf_edges(schema: Schema, sizes: dict[str, int], edges: dict[str, _Edges]):
     """edge set -> [E] bool, True for the edges of knowledge-graph leaves: featureless nodes
     outside the user and item sets with a single connection. Reverse edge sets are not counted

@@ -70,7 +70,25 @@ def apply_precision(config: Config) -> None:
         "mixed_float16" if config.train.mixed_precision else "float32")
 
 
-def _optimizer(config: Config, steps_per_epoch: int):
+class Shifted(tf.keras.optimizers.schedules.LearningRateSchedule):
+    """`schedule` counted from step `start`: lr(step) = schedule(max(step - start, 0)). A warm
+    start continues the old run's optimizer (its step count included, which Adam's bias
+    correction needs) while its own schedule starts from the beginning."""
+
+    def __init__(self, schedule, start: int):
+        self.schedule, self.start = schedule, start
+
+    def __call__(self, step):
+        return self.schedule(tf.maximum(tf.cast(step, tf.int64) - self.start, 0))
+
+    def get_config(self):
+        return {"schedule": tf.keras.optimizers.schedules.serialize(self.schedule),
+                "start": self.start}
+
+
+def _optimizer(config: Config, steps_per_epoch: int, start_step: int = 0):
+    """The optimizer of train.optimizer with train.learning_rate on train.schedule, the
+    schedule counted from `start_step` (the step count a warm start's optimizer resumes at)."""
     t = config.train
     total = max(1, t.epochs * steps_per_epoch)
     if t.schedule == "cosine":
@@ -79,6 +97,8 @@ def _optimizer(config: Config, steps_per_epoch: int):
         lr = tf.keras.optimizers.schedules.ExponentialDecay(t.learning_rate, steps_per_epoch, 0.95)
     else:
         lr = t.learning_rate
+    if start_step and not isinstance(lr, float):
+        lr = Shifted(lr, start_step)
     if t.optimizer == "adamw":
         return tf.keras.optimizers.AdamW(lr, weight_decay=t.weight_decay)
     if t.optimizer == "sgd":
@@ -359,7 +379,7 @@ class Trainer:
     (tfrec.train.distribute), whose scope holds the model and optimizers."""
 
     def __init__(self, prepared: Prepared, config: Config, run: RunDir, progress: bool, log,
-                 init=None):
+                 init=None, start_step: int = 0):
         self.prepared, self.config, self.run = prepared, config, run
         self.progress, self.log = progress, log
         self.strategy = distribute.make_strategy(config.train.strategy, config.train.shard_bytes)
@@ -370,13 +390,20 @@ class Trainer:
         files = sampled_files(prepared, config, self.batches)  # checked before building
         steps = files.steps if files else self.batches.steps
         with self.strategy.scope():
-            self.optimizers = {"optimizer": _optimizer(config, steps)}
+            self.optimizers = {"optimizer": _optimizer(config, steps, start_step)}
             if prepared.sentence_encoder is not None:
                 self.optimizers["text_optimizer"] = tf.keras.optimizers.Adam(
                     config.text.learning_rate)
             self.trained = build(prepared, config, self.optimizers)
+            self.variables = trainable_variables(self.trained)
+            # its slots now, not in the first step: the step is traced once, not twice (a
+            # tf.function creating variables is traced again), and a warm start can fill them
+            for name, variables in zip(("optimizer", "text_optimizer"), self.variables):
+                if name in self.optimizers:
+                    self.optimizers[name].build(variables)
+            self.starts_trained = init is not None  # validated before its first step
             if init is not None:  # e.g. a warm start's weights (a resumed run restores over them)
-                init(self.trained)
+                init(self.trained, self.optimizers["optimizer"], self.variables[0])
             self.objective = Objective(prepared, config, self.trained, self.batches)
         self.graphs = files or (SampledGraph(self.trained.sampler) if self.mode == "sampled"
                                 else FullGraph(self.trained.graph))
@@ -407,12 +434,7 @@ class Trainer:
         """One optimisation step: on one device a tf.function (XLA-compiled with train.xla);
         under a strategy the step of one replica, minimising its share of the mean loss."""
         t, model = self.config.train, self.trained.model
-        backbone = model.sentence_encoder
-        text_vars = backbone.trainable_variables if backbone is not None else []
-        text_ids = {id(v) for v in text_vars}
-        ranking = self.trained.ranking
-        other = [v for v in model.trainable_variables if id(v) not in text_ids]
-        other += ranking.trainable_variables if ranking is not None else []
+        other, text_vars = self.variables
         optimizer, text_optimizer = self.optimizers["optimizer"], \
             self.optimizers.get("text_optimizer")
         scale = t.mixed_precision
@@ -451,6 +473,14 @@ class Trainer:
         board = Board(self.run.logs)
         bar = _progress(t.epochs, resumed, self.progress)
         seconds, epoch = [], resumed
+        if self.starts_trained and not resumed and not stopped:
+            # "epoch 0": the warm-started model as it comes, before any step, so the best
+            # checkpoint is never worse than the starting point (and may be it)
+            valid = self._validate()
+            board.epoch(0, {}, self._learning_rate(), valid)
+            self._checkpoint(0, valid[self.metric])
+            self._write(bar, f"epoch   0  (before any step)  valid {self.metric} "
+                        f"{valid[self.metric]:.4f}  *")
         for epoch in range(resumed + 1, (resumed if stopped else t.epochs) + 1):
             start = time.perf_counter()
             means = self._train_epoch(epoch, bar)
@@ -567,10 +597,25 @@ class Trainer:
 
 
 def fit(prepared: Prepared, config: Config, run: RunDir, progress: bool = True,
-        log=lambda line: print(line, flush=True), init=None) -> tuple[Trained, FitReport]:
+        log=lambda line: print(line, flush=True), init=None,
+        start_step: int = 0) -> tuple[Trained, FitReport]:
     """Trains until `train.epochs` or early stopping; returns the best epoch's model.
-    init: optional callable on the freshly built Trained before the first step."""
-    return Trainer(prepared, config, run, progress, log, init).fit()
+    init: optional callable (Trained, optimizer, its variables) on the freshly built model and
+    optimizer (slots built) before the first step, whose result is validated and checkpointed
+    as epoch 0 (a warm start: the best epoch may be 0, the model it began with); start_step: the step the optimizer's
+    learning-rate schedule counts from (a warm start's old step count)."""
+    return Trainer(prepared, config, run, progress, log, init, start_step).fit()
+
+
+def trainable_variables(trained: Trained) -> tuple[list, list]:
+    """(the variables train.optimizer updates: the model's and the ranking head's, in a fixed
+    order; the fine-tuned sentence encoder's, updated by the text optimizer)."""
+    backbone = trained.model.sentence_encoder
+    text_vars = backbone.trainable_variables if backbone is not None else []
+    text_ids = {id(v) for v in text_vars}
+    other = [v for v in trained.model.trainable_variables if id(v) not in text_ids]
+    other += trained.ranking.trainable_variables if trained.ranking is not None else []
+    return other, text_vars
 
 
 def restore_best(trained: Trained, run: RunDir) -> None:

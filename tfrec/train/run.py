@@ -7,6 +7,7 @@ from tfrec.config import Config
 from tfrec.errors import TfrecError
 from tfrec.evaluate.harness import evaluate
 from tfrec.evaluate.scoring import embedding_score_fn
+from tfrec.model.inputs import feature_vocabularies
 from tfrec.train.prepare import Prepared, prepare
 from tfrec.train.run_dir import RunDir
 
@@ -64,8 +65,9 @@ def _train(schema: str, config: Config, run: RunDir, progress: bool, log,
         make_strategy(config.train.strategy, config.train.shard_bytes)  # before any op
     prepared = prepare(schema, config, progress)
     _check_validation_split(prepared, config)
+    features = feature_vocabularies(prepared.graph, prepared.data.schema)
     if warm is not None:
-        warm.map(prepared.data.node_ids)
+        warm.map(prepared.data.node_ids, features)
     if distributed:
         check_mode(config.train.strategy, training_mode(prepared, config))
     if config.model.kind != "popularity" and config.sample.examples:
@@ -73,18 +75,20 @@ def _train(schema: str, config: Config, run: RunDir, progress: bool, log,
 
         sampled_files(prepared, config)  # a bad folder is refused before the run is claimed
     run.claim(schema, config)
-    run.write_vocab(prepared.data.node_ids)
+    run.write_vocab(prepared.data.node_ids, features)
     info = {"kind": config.model.kind}
     trains = config.model.kind != "popularity"
     if trains:
         from tfrec.train.fit import embeddings, fit
 
-        init = None
+        init, fit_config = None, config
         if warm is not None:
-            def init(trained):
-                warm.apply(trained)
+            def init(trained, optimizer, variables):
+                warm.apply(trained, optimizer, variables)
                 log(warm.summary())
-        trained, report = fit(prepared, config, run, progress, log, init=init)
+            fit_config = warm.training_config(config)
+        trained, report = fit(prepared, fit_config, run, progress, log, init=init,
+                              start_step=0 if warm is None else warm.start_step)
         user_emb, item_emb, item_bias = embeddings(trained)
         scores = embedding_score_fn(user_emb, item_emb, item_bias)
         info.update(dataclasses.asdict(report))

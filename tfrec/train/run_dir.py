@@ -235,14 +235,21 @@ class RunDir:
 
     # === Vocabularies ===
 
-    def write_vocab(self, node_ids: dict) -> None:
-        """Writes vocab/<node set>.txt (node set -> [N] ids; line i = row i), atomically."""
+    def write_vocab(self, node_ids: dict, features: dict | None = None) -> None:
+        """Writes vocab/<node set>.txt (node set -> [N] ids; line i = row i) and
+        vocab/features/<node set>.<cats|multi>.<feature>.json (`features`: the rows of the
+        feature tables, tfrec.model.inputs.feature_vocabularies), atomically."""
         from tfrec.atomic import atomic_dir
 
         with atomic_dir(self.vocab) as tmp:
             for name, ids in node_ids.items():
                 (tmp / f"{name}.txt").write_text("".join(f"{i}\n" for i in ids),
                                                  encoding="utf-8")
+            if features:
+                (tmp / "features").mkdir()
+            for key, values in (features or {}).items():
+                (tmp / "features" / f"{key.replace('/', '.')}.json").write_text(
+                    json.dumps(values), encoding="utf-8")
 
     def read_vocab(self) -> dict | None:
         """node set -> [N] object array of ids, or None for a run from before vocab/."""
@@ -252,6 +259,11 @@ class RunDir:
             return None
         return {p.stem: np.array(p.read_text(encoding="utf-8").splitlines(), dtype=object)
                 for p in sorted(self.vocab.glob("*.txt"))}
+
+    def read_feature_vocab(self) -> dict[str, list[str]]:
+        """The feature vocabularies `write_vocab` wrote ({} for a run from before them)."""
+        return {p.stem.replace(".", "/", 2): json.loads(p.read_text(encoding="utf-8"))
+                for p in sorted((self.vocab / "features").glob("*.json"))}
 
     # === Files ===
 

@@ -16,7 +16,12 @@ Stages:
      initialisation (their features, text and KG neighbours embed them, the cold-start path);
      removed ids are dropped. Every other model/ranking variable (convolutions, projections,
      the ranking MLP) is copied when its shape is unchanged, else left fresh (a categorical
-     vocabulary that grew). The optimizer restarts: its moments belong to rows that moved.
+     vocabulary that grew). The optimizer's slots (Adam's moments) follow their variables
+     the same way (new rows zero) and its step count continues (the learning-rate schedule
+     restarts: tfrec.train.fit.Shifted), so the warm run does not start with a cold
+     optimizer. Then the item rows no old training shaped (new ids, and known ids whose
+     slot rows are zero: they never had a gradient) start from the mean of their text and
+     knowledge-graph neighbours' rows (tfrec.train.neighbours).
 Every problem of stages 1-2 is a TfrecError (one sentence, exit 2) raised before the new run
 folder is claimed, so nothing is written.
 """
@@ -39,7 +44,12 @@ _VALUE = "/.ATTRIBUTES/VARIABLE_VALUE"
 # checkpoint keys of the variables whose rows are the nodes of a node set
 _ID_KEYS = (re.compile(r"^model/encoders/(?P<set>[^/]+)/ids/embeddings$"),
             re.compile(r"^model/encoders/(?P<set>[^/]+)/text_table$"))
+# checkpoint keys of the tables whose rows are the values of a categorical / token feature
+_FEATURE_KEY = re.compile(r"^model/encoders/(?P<key>[^/]+/(cats|multi)/[^/]+)/"
+                          r"(embeddings|kernel)$")
 _ITEM_BIAS = "model/item_bias"
+_ITEM_IDS = "model/encoders/{}/ids/embeddings"
+_ITERATIONS = "optimizer/_iterations" + _VALUE
 
 
 @dataclasses.dataclass(frozen=True)
@@ -83,6 +93,32 @@ def checkpoint_keys(trained) -> dict[str, object]:
     return out
 
 
+def old_slots(shapes: dict, optimizer, variables: list) -> dict[int, list]:
+    """id(variable) -> [(its slot variable, the old checkpoint key of that slot)] for an
+    optimizer whose slots were built over `variables` (tf-keras: its variables are the step
+    count, then each variable's k slots in turn, which the checkpoint keys
+    "optimizer/_variables/<n>" number). Empty when the old checkpoint's optimizer state is
+    not one of the same kind and layout (another optimizer, a changed architecture): the
+    optimizer then restarts."""
+    slots = list(optimizer.variables)[1:]
+    old = [k for k in shapes if k.startswith("optimizer/_variables/")]
+    k = len(slots) // max(len(variables), 1)
+    if not variables or len(slots) != k * len(variables) or len(old) != len(slots) \
+            or _ITERATIONS not in shapes:
+        return {}
+    out = {}
+    for i, var in enumerate(variables):
+        pairs = []
+        for j in range(k):
+            slot, key = slots[i * k + j], f"optimizer/_variables/{1 + i * k + j}{_VALUE}"
+            if key not in shapes or list(slot.shape)[1:] != list(shapes[key])[1:] \
+                    or list(slot.shape) != list(var.shape):
+                return {}
+            pairs.append((slot, key))
+        out[id(var)] = pairs
+    return out
+
+
 def _id_node_set(key: str, item_set: str) -> str | None:
     if key == _ITEM_BIAS:
         return item_set
@@ -99,7 +135,9 @@ class WarmStart:
         self.old, self.old_schema, self.old_config, self.checkpoint = \
             old, schema, config, checkpoint
         self.maps: dict[str, VocabMap] = {}
+        self.feature_maps: dict[str, VocabMap] = {}  # "<set>/cats|multi/<feature>" ->
         self.report: dict = {}
+        self.start_step = 0  # the old optimizer's step count (set by `map`)
 
     @classmethod
     def open(cls, old_dir: str, new_dir: str, schema_path: str, config: Config) -> "WarmStart":
@@ -140,6 +178,15 @@ class WarmStart:
                              "architecture or train from scratch")
         return cls(old, old_schema, old_config, checkpoint)
 
+    @staticmethod
+    def training_config(config: Config) -> Config:
+        """`config` with train.warm_learning_rate / warm_patience (where set) as the warm run's
+        learning_rate / patience."""
+        t = config.train
+        return dataclasses.replace(config, train=dataclasses.replace(
+            t, learning_rate=t.warm_learning_rate or t.learning_rate,
+            patience=t.warm_patience or t.patience))
+
     def old_vocabularies(self) -> dict[str, np.ndarray]:
         """node set -> [N] old ids: the run's vocab/ folder, or (a run from before it was
         written) its schema's tables as they are now."""
@@ -150,8 +197,11 @@ class WarmStart:
 
         return load_graph_data(self.old_schema).node_ids
 
-    def map(self, node_ids: dict[str, np.ndarray]) -> None:
-        """Stage 2: maps the old vocabularies onto the new ones (node set -> [N] ids)."""
+    def map(self, node_ids: dict[str, np.ndarray], features: dict | None = None) -> None:
+        """Stage 2: maps the old vocabularies onto the new ones (node set -> [N] ids), and the
+        rows of the categorical / token feature tables by value (`features`: the new run's
+        tfrec.model.inputs.feature_vocabularies; an old run from before vocab/features has
+        its feature tables copied when their shapes match)."""
         import tensorflow as tf
 
         old_ids = self.old_vocabularies()
@@ -172,49 +222,128 @@ class WarmStart:
                 raise TfrecError(f"the checkpoint {self.checkpoint} has {shape[0]} rows of node "
                                  f"set {name!r} but its vocabulary {len(old_ids[name])} ids: the "
                                  "run's tables changed since it trained")
+        old_features = self.old.read_feature_vocab()
+        for key, values in (features or {}).items():
+            full = f"model/encoders/{key}/{'embeddings' if '/cats/' in key else 'kernel'}"
+            if key in old_features and list(shapes.get(full + _VALUE, [0]))[0] == \
+                    len(old_features[key]):
+                self.feature_maps[key] = map_vocab(key, old_features[key], values)
+        if _ITERATIONS in shapes:
+            self.start_step = int(tf.train.load_checkpoint(self.checkpoint).get_tensor(
+                _ITERATIONS))
         self.report = {"from": str(self.old.path), "checkpoint": self.checkpoint,
                        "node_sets": {n: {"kept": len(m.new_rows), "added": m.added,
                                          "removed": m.removed} for n, m in self.maps.items()}}
 
-    def apply(self, trained) -> dict:
-        """Stage 3: the old weights into the freshly built `trained` (tfrec.train.fit.Trained);
-        returns {"mapped", "copied", "fresh": [checkpoint keys]}."""
+    def apply(self, trained, optimizer=None, variables=None) -> dict:
+        """Stage 3: the old weights into the freshly built `trained` (tfrec.train.fit.Trained),
+        and, given its `optimizer` (slots built over `variables`, in the order the old run
+        built them), the old optimizer state mapped the same way; then the untrained item rows
+        start from their neighbours (`init_from_neighbours`).
+        Returns {"mapped", "copied", "fresh": [checkpoint keys]}."""
         import tensorflow as tf
 
         reader = tf.train.load_checkpoint(self.checkpoint)
         shapes = reader.get_variable_to_shape_map()
+        slots = old_slots(shapes, optimizer, variables) if optimizer is not None else {}
+        if slots:
+            optimizer.iterations.assign(reader.get_tensor(_ITERATIONS))
         done = {"mapped": [], "copied": [], "fresh": []}
+        trained_rows = None  # new item rows that hold a trained old row
         for key, var in sorted(checkpoint_keys(trained).items()):
             full = key + _VALUE
-            node_set = _id_node_set(key, self.old_schema.item_set)
-            if full not in shapes:
+            rows = self._rows(key)
+            if full not in shapes or (rows is None and list(shapes[full]) != list(var.shape)):
                 done["fresh"].append(key)
-            elif node_set is not None:
-                m = self.maps[node_set]
-                value = var.numpy()
-                value[m.new_rows] = reader.get_tensor(full)[m.old_rows]
-                var.assign(value)
-                done["mapped"].append(key)
-            elif list(shapes[full]) == list(var.shape):
-                var.assign(reader.get_tensor(full))
-                done["copied"].append(key)
-            else:
-                done["fresh"].append(key)
-        self.report.update({k: len(v) for k, v in done.items()}, fresh_keys=done["fresh"])
+                continue
+            move = _move(rows)
+            var.assign(move(reader.get_tensor(full), var.numpy()))
+            done["mapped" if rows is not None else "copied"].append(key)
+            for slot, old_key in slots.get(id(var), []):
+                if list(shapes[old_key]) != list(shapes[full]):
+                    continue  # not this weight's slot: it stays fresh (zero)
+                old = reader.get_tensor(old_key)
+                slot.assign(move(old, np.zeros(slot.shape, old.dtype)))
+                if key == _ITEM_IDS.format(self.old_schema.item_set):
+                    trained_rows = self._trained_rows(old)
+        self.report.update({k: len(v) for k, v in done.items()}, fresh_keys=done["fresh"],
+                           optimizer="continued" if slots else "restarted")
+        self.report["initialised"] = self.init_from_neighbours(trained, trained_rows)
         return done
+
+    def _rows(self, key: str) -> VocabMap | None:
+        """How the rows of the variable of checkpoint `key` move: its node set's ids (an
+        ID-indexed variable) or its feature's values (a feature table); None: not by row."""
+        node_set = _id_node_set(key, self.old_schema.item_set)
+        if node_set is not None:
+            return self.maps[node_set]
+        m = _FEATURE_KEY.match(key)
+        return self.feature_maps.get(m.group("key")) if m else None
+
+    def _trained_rows(self, old_slot: np.ndarray) -> np.ndarray:
+        """[I_new] bool: the new item rows holding an old row that was ever trained, known
+        from `old_slot` (an optimizer slot of the old item ID table, [I_old, dim]): a row
+        whose slot is all zero never had a gradient (an item without training interactions),
+        so it holds only its initialisation."""
+        m = self.maps[self.old_schema.item_set]
+        out = np.zeros(len(m.new_rows) + m.added, bool)
+        out[m.new_rows] = np.any(old_slot[m.old_rows] != 0, axis=1)
+        return out
+
+    def init_from_neighbours(self, trained, trained_rows: np.ndarray | None) -> int:
+        """The item ID rows (and item biases) that no old training shaped (new ids; with the
+        old optimizer's slots, also known ids that never had a gradient) become the mean of
+        their text and knowledge-graph neighbours' (tfrec.train.neighbours); returns how many
+        got neighbours."""
+        from tfrec.train import neighbours as nb
+
+        item_set, user_set = self.old_schema.item_set, self.old_schema.user_set
+        encoder = trained.model.encoders[item_set]
+        m = self.maps[item_set]
+        if trained_rows is None:
+            trained_rows = np.zeros(encoder.ids.input_dim, bool)
+            trained_rows[m.new_rows] = True
+        targets = np.flatnonzero(~trained_rows)
+        if not len(targets) or not trained_rows.any():
+            return 0
+        features = trained.graph.node_sets[item_set].features
+        text = features["text"].numpy() if "text" in features else None
+        entities = nb.item_entities(trained.graph, user_set, item_set)
+        rows = nb.neighbours(targets, trained_rows, text, entities if entities.nnz else None)
+        tables = [encoder.ids.embeddings]
+        tables += [trained.model.item_bias] if trained.model.item_bias is not None else []
+        for table in tables:
+            table.assign(nb.initialise(table.numpy(), targets, rows))
+        return int(sum(len(r) > 0 for r in rows))
 
     def summary(self) -> str:
         """One line per node set and one for the variables, for the training log."""
+        continued = self.report.get("optimizer") == "continued"
         lines = [f"warm start from {self.old.path} (best checkpoint {Path(self.checkpoint).name}"
-                 "); the optimizer restarts"]
+                 "); the optimizer " + ("continues (its slots mapped like the weights)"
+                                        if continued else "restarts")]
         lines += [f"  {n}: {v['kept']} ids keep their rows, {v['added']} new, {v['removed']} "
                   "removed" for n, v in self.report["node_sets"].items()]
         if "mapped" in self.report:
-            lines.append(f"  variables: {self.report['mapped']} ID tables mapped, "
+            lines.append(f"  variables: {self.report['mapped']} ID/feature tables mapped, "
                          f"{self.report['copied']} copied, {self.report['fresh']} fresh"
                          + (f" ({', '.join(self.report['fresh_keys'])})"
                             if self.report["fresh_keys"] else ""))
+            lines.append(f"  {self.report['initialised']} untrained item rows start from their "
+                         "text and knowledge-graph neighbours")
         return "\n".join(lines)
+
+
+def _move(rows: VocabMap | None):
+    """(old value, new value) -> the new value with the old one's rows that `rows` keeps, in
+    their new places, or (rows None) the old value itself."""
+    if rows is None:
+        return lambda old, new: old
+
+    def move(old, new):
+        new[rows.new_rows] = old[rows.old_rows]
+        return new
+    return move
 
 
 def _id_source(node_set) -> str:
