@@ -47,8 +47,12 @@ def test_normalize_by_hand():
     np.testing.assert_allclose(normalize(s, "zscore"), [[-2 ** .5, 2 ** .5, 0, 0]], rtol=1e-6)
     # ascending stable order i0, i2, i3, i1 -> positions [0, 3, 1, 2] / 3
     np.testing.assert_allclose(normalize(s, "rank"), [[0, 1, 1 / 3, 2 / 3]], rtol=1e-6)
-    # a constant row (an empty history) becomes 0: the other model alone ranks
-    np.testing.assert_array_equal(normalize(np.zeros((1, 3)), "zscore"), [[0, 0, 0]])
+    # divided by the largest magnitude: 3 here, 4 in a row with a negative score
+    np.testing.assert_allclose(normalize(s, "max"), [[1 / 3, 1, 2 / 3, 2 / 3]], rtol=1e-6)
+    np.testing.assert_allclose(normalize(np.array([[-4.0, 2.0]]), "max"), [[-1, .5]])
+    # an all-zero row (an empty history) stays 0: the other model alone ranks
+    for method in ("zscore", "max"):
+        np.testing.assert_array_equal(normalize(np.zeros((1, 3)), method), [[0, 0, 0]])
 
 
 # A planted case (4 items, rank scale, ndcg@1): u0 trained on i0, its valid target is i2; u1

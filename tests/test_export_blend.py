@@ -28,7 +28,7 @@ def _with_blend(method, weight=0.4):
     return dataclasses.replace(artifacts, blend=blend)
 
 
-@pytest.fixture(scope="module", params=["zscore", "rank"])
+@pytest.fixture(scope="module", params=["zscore", "rank", "max"])
 def blended(request, tmp_path_factory):
     artifacts = _with_blend(request.param)
     path = export_model(artifacts, tmp_path_factory.mktemp(request.param))

@@ -289,8 +289,8 @@ class BlendConfig(Validated):
     the end of `tfrec train` on the TRAINING interactions. item_item "ease": B = Id - P /
     diag(P), P = (X^T X + reg Id)^-1 (tfrec.evaluate.item_item); a user's item-item scores are
     their training history times B. Both models' scores are put on one per-user scale (method
-    "zscore": standardised; "rank": rank position over I - 1) and mixed as (1 - weight) * model
-    + weight * item-item. Every (reg, method, weight) of the lists is tried on the VALIDATION
+    "zscore": standardised; "rank": rank position over I - 1; "max": divided by the largest
+    |score|) and mixed as (1 - weight) * model + weight * item-item. Every (reg, method, weight) of the lists is tried on the VALIDATION
     split (eval.early_stop); the best one is what `tfrec evaluate` and the exported SavedModel
     rank with, or the model alone if none beats it. The dense [I, I] matrix is refused above
     max_items items. Changing only this section on a finished run and training it again
@@ -303,11 +303,11 @@ class BlendConfig(Validated):
         default=(50.0, 100.0, 250.0, 500.0, 1000.0),
         metadata={"range": (1e-6, 1e9, None), "note": "EASE ridge values tried on valid"})
     weights: tuple[float, ...] = dataclasses.field(
-        default=(0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0),
+        default=(0.05, 0.1, 0.15, 0.2, 0.3, 0.5, 0.7, 1.0),
         metadata={"range": (0.0, 1.0, None),
                   "note": "item-item weights tried on valid (the model alone is always tried)"})
-    methods: tuple[str, ...] = dataclasses.field(default=("zscore", "rank"), metadata={
-        "note": 'per-user scales tried on valid: "zscore", "rank"'})
+    methods: tuple[str, ...] = dataclasses.field(default=("zscore", "rank", "max"), metadata={
+        "note": 'per-user scales tried on valid: "zscore", "rank", "max"'})
     max_items: int = dataclasses.field(default=10000, metadata={
         "range": (1, 100000, None), "note": "refuse a dense items x items matrix above this"})
 
@@ -319,10 +319,10 @@ class BlendConfig(Validated):
             if not values or len(set(values)) != len(values):
                 raise TfrecError(f"config key blend.{key} is {list(values)}, but it must list "
                                  "one or more different values")
-        bad = [m for m in self.methods if m not in ("zscore", "rank")]
+        bad = [m for m in self.methods if m not in ("zscore", "rank", "max")]
         if bad:
             raise TfrecError(f"config key blend.methods lists {bad[0]!r}, but each must be "
-                             "\"zscore\" or \"rank\"")
+                             "\"zscore\", \"rank\" or \"max\"")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -6,6 +6,8 @@ Both models' scores over all items are first put on one scale per user (`method`
               the row becomes 0 and the other model alone ranks);
     "rank":   the item's position in the user's ascending order over (I - 1): best 1, worst 0
               (ties: the lower item row first, a stable sort);
+    "max":    s / max_u |s|: the user's largest score magnitude becomes 1 (an all-zero row
+              stays 0);
 then  blended = (1 - weight) * norm(model) + weight * norm(history x B).
 Evaluation (`Blend.score_fn`) and the exported SavedModel (tfrec.export.serving_module) compute
 the same thing.
@@ -24,7 +26,7 @@ from tfrec.evaluate.metrics import Csr, ScoreFn
 
 __all__ = ["METHODS", "Blend", "choose_blend", "normalize"]
 
-METHODS = ("zscore", "rank")
+METHODS = ("zscore", "rank", "max")
 _EPS = 1e-12
 
 
@@ -40,6 +42,8 @@ def normalize(scores: np.ndarray, method: str) -> np.ndarray:
         ranks = np.empty_like(order)
         np.put_along_axis(ranks, order, np.arange(s.shape[1])[np.newaxis, :], axis=1)
         return ranks.astype(np.float32) / np.float32(max(s.shape[1] - 1, 1))
+    if method == "max":
+        return s / np.maximum(np.abs(s).max(axis=1, keepdims=True), np.float32(_EPS))
     raise TfrecError(f"unknown blend method {method!r} (known: {', '.join(METHODS)})")
 
 

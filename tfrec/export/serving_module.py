@@ -310,6 +310,8 @@ def _normalize(scores, method):
         centred = scores - tf.reduce_mean(scores, axis=1, keepdims=True)
         std = tf.sqrt(tf.reduce_mean(centred * centred, axis=1, keepdims=True))
         return centred / tf.maximum(std, 1e-12)
+    if method == "max":
+        return scores / tf.maximum(tf.reduce_max(tf.abs(scores), axis=1, keepdims=True), 1e-12)
     order = tf.argsort(scores, axis=1, stable=True)  # ascending, ties: the lower row first
     ranks = tf.argsort(order, axis=1, stable=True)  # the inverse permutation: positions
     return tf.cast(ranks, tf.float32) / tf.cast(tf.maximum(tf.shape(scores)[1] - 1, 1),
