@@ -12,7 +12,7 @@ The dense [I, I] inverse bounds the catalogue (blend.max_items).
 
 import numpy as np
 
-from tfrec.evaluate.metrics import Csr
+from tfrec.evaluate.metrics import Csr, _batch_entries
 
 __all__ = ["gram", "ease_weights", "history_scores"]
 
@@ -21,13 +21,8 @@ _ROWS = 4096  # users densified at a time
 
 def _dense_rows(history: Csr, rows: np.ndarray, num_items: int, dtype) -> np.ndarray:
     """[len(rows), I] 0/1 matrix of the history items of user `rows`."""
-    indptr, indices = history
-    counts = indptr[rows + 1] - indptr[rows]
     out = np.zeros((len(rows), num_items), dtype)
-    batch = np.repeat(np.arange(len(rows)), counts)
-    starts = np.repeat(indptr[rows], counts)
-    offsets = np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts)
-    out[batch, indices[starts + offsets]] = 1
+    out[_batch_entries(*history, rows)] = 1
     return out
 
 
