@@ -9,6 +9,8 @@ Stages (`fit_blend`):
   3. the best point, or the model alone when no point beats it.
 """
 
+import time
+
 from tfrec.config import Config
 from tfrec.errors import TfrecError
 from tfrec.evaluate.blend import Blend, choose_blend
@@ -31,6 +33,7 @@ def check_blend_size(prepared: Prepared, config: Config) -> None:
 def fit_blend(prepared: Prepared, config: Config, base_fn: ScoreFn,
               log=lambda line: None) -> tuple[Blend | None, dict]:
     """(the blend chosen on valid, or None for the model alone; a report for metrics.json)."""
+    start = time.perf_counter()
     c = config.blend
     history = prepared.csr("train")
     valid = prepared.csr("valid")
@@ -51,4 +54,5 @@ def fit_blend(prepared: Prepared, config: Config, base_fn: ScoreFn,
         log(f"blend: item-item EASE reg {blend.reg:g}, weight {blend.weight:g}, {blend.method} "
             f"scale: valid {metric} {report['chosen']['valid']:.4f} (model alone "
             f"{report['valid_model_alone']:.4f})")
-    return blend, {"item_item": c.item_item, "metric": metric, **report}
+    return blend, {"item_item": c.item_item, "metric": metric, **report,
+                   "seconds": round(time.perf_counter() - start, 1)}
