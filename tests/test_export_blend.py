@@ -28,7 +28,9 @@ def _with_blend(method, weight=0.4):
     return dataclasses.replace(artifacts, blend=blend)
 
 
-@pytest.fixture(scope="module", params=["zscore", "rank", "max"])
+# one SavedModel per scale (~15-30 s each): "zscore" in the default suite, the others slow
+@pytest.fixture(scope="module", params=["zscore", pytest.param("rank", marks=pytest.mark.slow),
+                                        pytest.param("max", marks=pytest.mark.slow)])
 def blended(request, tmp_path_factory):
     artifacts = _with_blend(request.param)
     path = export_model(artifacts, tmp_path_factory.mktemp(request.param))
