@@ -1,6 +1,6 @@
 """The run configuration: frozen dataclasses, one per section of a TOML config file.
 
-A config file has up to seven sections, each optional, each key optional (defaults below):
+A config file has up to eight sections, each optional, each key optional (defaults below):
 
     [model]  kind = "gnn", dim = 64, conv = "lightgcn", layers = 3, ...
     [text]   mode = "frozen", sequence_length = 32, batch_size = 128
@@ -9,6 +9,7 @@ A config file has up to seven sections, each optional, each key optional (defaul
     [eval]   ks = [10, 20], early_stop = "ndcg@20"
     [sample] fanouts = [10, 10, 5], auto_edges = 200000, inference = "auto", ...
     [search] strategy = "evolution", trials = 20, conv = ["lightgcn", ...], ... (tfrec search)
+    [blend]  item_item = "off", regs = [50.0, ...], weights = [...], methods = [...], max_items
 
 An unknown section or key, a wrong type or an impossible value (NaN and infinities included)
 fails before anything runs with one sentence naming the key: each section is a `Validated`
@@ -290,6 +291,48 @@ class EvalConfig(Validated):
 
 
 @dataclasses.dataclass(frozen=True)
+class BlendConfig(Validated):
+    """An item-item component blended with the trained model (tfrec.evaluate.blend), fitted at
+    the end of `tfrec train` on the TRAINING interactions. item_item "ease": B = Id - P /
+    diag(P), P = (X^T X + reg Id)^-1 (tfrec.evaluate.item_item); a user's item-item scores are
+    their training history times B. Both models' scores are put on one per-user scale (method
+    "zscore": standardised; "rank": rank position over I - 1; "max": divided by the largest
+    |score|) and mixed as (1 - weight) * model + weight * item-item. Every (reg, method, weight) of the lists is tried on the VALIDATION
+    split (eval.early_stop); the best one is what `tfrec evaluate` and the exported SavedModel
+    rank with, or the model alone if none beats it. The dense [I, I] matrix is refused above
+    max_items items. Changing only this section on a finished run and training it again
+    refits the blend, the model's training is kept."""
+
+    item_item: str = dataclasses.field(default="off", metadata={
+        "choices": ("off", "ease"),
+        "note": '"off" (the model alone) or "ease" (a closed-form item-item model blended in)'})
+    regs: tuple[float, ...] = dataclasses.field(
+        default=(50.0, 100.0, 250.0, 500.0, 1000.0),
+        metadata={"range": (1e-6, 1e9, None), "note": "EASE ridge values tried on valid"})
+    weights: tuple[float, ...] = dataclasses.field(
+        default=(0.05, 0.1, 0.15, 0.2, 0.3, 0.5, 0.7, 1.0),
+        metadata={"range": (0.0, 1.0, None),
+                  "note": "item-item weights tried on valid (the model alone is always tried)"})
+    methods: tuple[str, ...] = dataclasses.field(default=("zscore", "rank", "max"), metadata={
+        "note": 'per-user scales tried on valid: "zscore", "rank", "max"'})
+    max_items: int = dataclasses.field(default=10000, metadata={
+        "range": (1, 100000, None), "note": "refuse a dense items x items matrix above this"})
+
+    SECTION = "blend"
+
+    def check(self):
+        for key in ("regs", "weights", "methods"):
+            values = getattr(self, key)
+            if not values or len(set(values)) != len(values):
+                raise TfrecError(f"config key blend.{key} is {list(values)}, but it must list "
+                                 "one or more different values")
+        bad = [m for m in self.methods if m not in ("zscore", "rank", "max")]
+        if bad:
+            raise TfrecError(f"config key blend.methods lists {bad[0]!r}, but each must be "
+                             "\"zscore\", \"rank\" or \"max\"")
+
+
+@dataclasses.dataclass(frozen=True)
 class Config(Validated):
     model: ModelConfig = ModelConfig()
     text: TextConfig = TextConfig()
@@ -298,6 +341,7 @@ class Config(Validated):
     eval: EvalConfig = EvalConfig()
     sample: SampleConfig = SampleConfig()  # after the others: positional construction keeps
     search: SearchConfig = SearchConfig()  # their order
+    blend: BlendConfig = BlendConfig()
 
     @classmethod
     def key(cls, name: str) -> str:

@@ -15,7 +15,9 @@ Stages, per split (`--seeds` of the random per-user 80/10/10 split, or the tempo
      NDCG / MRR / Hit / Precision @10/@20, embeddings 64 wide, early stopping on valid NDCG@20
      (patience 10, at most --max-epochs epochs and --budget seconds of training), grids
      chosen on valid (PEERS below);
-  4. `tfrec train --split-dir` on the same split files, with --config;
+  4. `tfrec train --split-dir` on the same split files, with --config (a finished run in
+     OUT refits only its [blend]: `--models none` re-scores tfrec alone after a config change;
+     with a blend chosen on valid the model alone gets a row of its own);
   5. the table: model, valid NDCG@20, test NDCG@20, test Recall@20, best / run epochs, wall
      seconds (dataset loading, training, all evaluations); and with --agree MODEL, that model's
      full score matrix scored by RecBole's evaluator and by tfrec.evaluate.metrics side by side.
@@ -117,20 +119,35 @@ def run_peer(python: Path, model: str, data_path: Path, name: str, work: Path,
 
 
 def run_tfrec(schema: str, config: str | None, split_dir: Path, run_dir: Path) -> dict:
-    """metrics.json of `tfrec train` on the split files, with its wall seconds."""
+    """metrics.json of `tfrec train` on the split files, with its wall seconds.
+
+    A run folder that already holds a finished run of the same model (an earlier bench run
+    with the same --out) is not trained again: `tfrec train` refits only its [blend]; the wall
+    is then the earlier training's seconds (its metrics.json) plus this refit's. With a blend
+    chosen on valid, the result holds the model alone under "model_alone"."""
     cmd = [TFREC, "train", "--schema", schema, "--split-dir",
            str(split_dir), "--run-dir", str(run_dir), "--no-progress"]
     if config:
         cmd += ["--config", config]
+    refit = (run_dir / "metrics.json").exists()
     start = time.time()
-    with (run_dir.parent / f"{run_dir.name}.log").open("w") as f:
+    with (run_dir.parent / f"{run_dir.name}{'-refit' if refit else ''}.log").open("w") as f:
         done = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT)
     if done.returncode != 0:
         return {"error": f"tfrec train exited {done.returncode} (see {run_dir}.log)"}
     metrics = json.loads((run_dir / "metrics.json").read_text())
     info = metrics.get("info", {})
-    return {"valid": metrics["valid"], "test": metrics["test"], "wall": time.time() - start,
-            "best_epoch": info.get("best_epoch"), "epochs_run": info.get("epochs_run")}
+    wall = time.time() - start
+    out = {"valid": metrics["valid"], "test": metrics["test"],
+           "wall": wall + (info.get("train_seconds", 0) if refit else 0),
+           "best_epoch": info.get("best_epoch"), "epochs_run": info.get("epochs_run")}
+    blend = info.get("blend") or {}
+    if blend.get("chosen"):
+        out["chosen"] = {k: blend["chosen"][k] for k in ("reg", "weight")}
+        out["chosen_method"] = blend["chosen"]["method"]
+        out["model_alone"] = {**blend["model_alone"], "wall": out["wall"],
+                              "best_epoch": out["best_epoch"], "epochs_run": out["epochs_run"]}
+    return out
 
 
 def agreement(dump: Path, split_dir: Path) -> dict[str, tuple[float, float]]:
@@ -170,7 +187,8 @@ def main() -> int:
     p.add_argument("--config", help="tfrec's config file (default: the built-in defaults)")
     p.add_argument("--seeds", default="0", help="seeds of the random split, e.g. 0,1,2")
     p.add_argument("--split", choices=("random", "temporal"), default="random")
-    p.add_argument("--models", default="all", help=f"comma-separated, of {','.join(PEERS)}")
+    p.add_argument("--models", default="all", help=f"comma-separated, of {','.join(PEERS)} "
+                   "(or none: tfrec alone)")
     p.add_argument("--max-epochs", type=int, default=100,
                    help="epoch cap of the trained peers (they early-stop before, on valid)")
     p.add_argument("--budget", type=float, default=480, help="training seconds of a trained "
@@ -186,7 +204,7 @@ def main() -> int:
     p.add_argument("--out", help="work folder (default: a new temp folder)")
     p.add_argument("--report", action="store_true", help="only print the tables of --out")
     args = p.parse_args()
-    models = list(PEERS) if args.models == "all" else args.models.split(",")
+    models = {"all": list(PEERS), "none": []}.get(args.models, args.models.split(","))
     unknown = [m for m in models if m not in PEERS]
     if unknown:
         p.error(f"unknown peer model(s) {unknown}; known: {', '.join(PEERS)}")
@@ -226,6 +244,10 @@ def main() -> int:
             tfrec.join()
             print("   " + _row(name, rows[name]), flush=True)
             _save(saved, label, name, rows[name])
+            if "model_alone" in rows[name]:  # the blend's model alone, beside it
+                alone = f"{name} model alone"
+                print("   " + _row(alone, rows[name]["model_alone"]), flush=True)
+                _save(saved, label, alone, rows[name]["model_alone"])
     report(_load(saved), args)
     print(f"\nresults: {out / 'results.json'}")
     return 0

@@ -7,7 +7,8 @@ def register(sub) -> None:
         description="Recall, NDCG, Precision, Hit rate and MRR at each K (default 10 and 20) on "
         "the valid and test splits, ranking ALL items and excluding each user's training items "
         "(and validation items for test), plus test_cold: test targets that had no training "
-        "interaction.")
+        "interaction. A run with an item-item blend ([blend]) is scored blended, as it was "
+        "chosen on valid.")
     p.add_argument("--run-dir", required=True, help="a folder written by tfrec train")
     p.add_argument("--json", action="store_true", help='print {"valid": {"recall@20": ...}, '
                    '"test": {...}, "test_cold": {...}}')

@@ -32,6 +32,9 @@ class ExportArtifacts:
         means no item-text signature is exported.
       metadata: JSON-serialisable dict (schema text, config, metrics, ...) written to
         assets.extra/tfrec_metadata.json.
+      blend: optional tfrec.evaluate.blend.Blend (item_item B [I, I], the users' training
+        history CSR over [U + 1] rows, weight, method): serving_default, history and score
+        rank with the blended scores, as evaluation did; None = the retrieval score alone.
     """
 
     user_ids: np.ndarray
@@ -45,6 +48,7 @@ class ExportArtifacts:
     text_encoder: Any = None
     metadata: dict = dataclasses.field(default_factory=dict)
     item_bias: np.ndarray | None = None
+    blend: Any = None
 
 
 def validate_artifacts(a: ExportArtifacts) -> None:
@@ -92,3 +96,17 @@ def validate_artifacts(a: ExportArtifacts) -> None:
         )
     if len(indices) and (indices.min() < 0 or indices.max() >= len(items)):
         raise TfrecError(f"seen_indices must be item rows in [0, {len(items)}).")
+    if a.blend is not None:
+        _validate_blend(a.blend, len(users), len(items))
+
+
+def _validate_blend(blend, num_users: int, num_items: int) -> None:
+    weights = np.asarray(blend.item_item)
+    if weights.shape != (num_items, num_items) or not np.isfinite(weights).all():
+        raise TfrecError(f"the blend's item_item must be a finite [I, I] = [{num_items}, "
+                         f"{num_items}] matrix, got shape {weights.shape}.")
+    indptr, indices = (np.asarray(x) for x in blend.history)
+    if indptr.shape != (num_users + 1,) or indptr[-1] != len(indices) or (
+            len(indices) and (indices.min() < 0 or indices.max() >= num_items)):
+        raise TfrecError(f"the blend's history must be a CSR of {num_users} users over "
+                         f"{num_items} items.")

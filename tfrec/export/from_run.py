@@ -1,4 +1,5 @@
-"""A finished run -> ExportArtifacts: the best checkpoint's embeddings, scorer, text encoder."""
+"""A finished run -> ExportArtifacts: the best checkpoint's embeddings, scorer, text encoder,
+and the item-item blend chosen on valid (blend/), if the run has one."""
 
 import dataclasses
 
@@ -73,7 +74,7 @@ def artifacts_of(restored: RestoredRun) -> ExportArtifacts:
         user_embeddings=user_emb, item_embeddings=item_emb, item_bias=item_bias,
         seen_indptr=indptr.astype(np.int64), seen_indices=indices.astype(np.int64),
         scorer=trained.ranking.scorer if trained.ranking is not None else None,
-        text_encoder=text_encoder,
+        text_encoder=text_encoder, blend=run.read_blend(prepared.csr("train")),
         metadata={"schema": s.path.read_text(encoding="utf-8"), "schema_path": str(s.path),
                   "config": config.to_dict(), "metrics": json.loads(metrics),
                   "run_dir": str(run.path)})

@@ -14,7 +14,9 @@ user's training items. The served model can only score what it knows: a user it 
 gets no ranking (every item -inf: 0 for that user; serving_default refuses the id) and an item
 it does not know is never recommended (-inf: never a hit), which is what it would answer in
 production. Its own seen-item exclusion (every interaction it was exported with) is not
-applied, so a validation pair it already knew is not held against it.
+applied, so a validation pair it already knew is not held against it. Both sides are scored
+by their retrieval scores alone: an item-item blend ([blend]) is not part of the comparison
+(it would need the served model's own history remapped onto the new ids).
 """
 
 import dataclasses

@@ -43,7 +43,10 @@ class ServingModule(tf.Module):
     Variables (non-trainable): user_embeddings [U, D], item_embeddings [I, D], item_bias [I]
     (added to every retrieval score), item_unit [I, D] (L2-normalised rows, for cosine
     `similar_items`), item_ids [I], item_titles [I], and the CSR of seen items: seen_indptr
-    [U + 1], seen_indices [nnz]. Tables map original string ids to rows (-1 when unknown).
+    [U + 1], seen_indices [nnz]. With a blend (tfrec.evaluate.blend): item_item [I, I] and the
+    CSR of each user's training history, history_indptr [U + 1], history_indices [h]; the
+    retrieval scores are then blended with history x item_item as in evaluation. Tables map
+    original string ids to rows (-1 when unknown).
     """
 
     def __init__(self, artifacts: ExportArtifacts):
@@ -75,6 +78,17 @@ class ServingModule(tf.Module):
         indices = np.asarray(artifacts.seen_indices, np.int64).reshape(-1)
         self.seen_indptr = const(indptr, tf.int64, "seen_indptr")
         self.seen_indices = const(indices, tf.int64, "seen_indices")
+        blend = artifacts.blend
+        self._blend = None if blend is None else _Untracked(weight=float(blend.weight),
+                                                             method=blend.method)
+        if blend is not None:
+            self.item_item = const(np.asarray(blend.item_item, np.float32), tf.float32,
+                                   "item_item")
+            h_indptr, h_indices = blend.history
+            self.history_indptr = const(np.asarray(h_indptr, np.int64), tf.int64,
+                                        "history_indptr")
+            self.history_indices = const(np.asarray(h_indices, np.int64).reshape(-1), tf.int64,
+                                         "history_indices")
 
         # === Keras parts: called untracked, their state tracked (see _KerasState) ===
         self._parts = _Untracked(scorer=artifacts.scorer, text_encoder=artifacts.text_encoder)
@@ -100,20 +114,20 @@ class ServingModule(tf.Module):
     def serving_default(self, user_id, k):
         """user_id [B], k [] or [B] -> item_ids [B, k], scores [B, k], titles [B, k].
 
-        Scores are dot(user, item) + item bias; each user's training items are excluded.
+        Scores are dot(user, item) + item bias (blended with the item-item scores of the user's
+        training history, if the model has a blend); each user's seen items are excluded.
         """
         rows = self._rows(self.user_table, user_id, "user")
-        scores = self._retrieval_scores(tf.gather(self.user_embeddings, rows))
-        starts = tf.gather(self.seen_indptr, rows)
-        positions = tf.ragged.range(starts, tf.gather(self.seen_indptr, rows + 1))  # [B, (n)]
-        seen = tf.gather(self.seen_indices, positions.flat_values)
-        return self._top_k(_exclude(scores, positions.value_rowids(), seen), k)
+        scores = self._user_scores(rows)
+        return self._top_k(_exclude(scores, *_csr_rows(self.seen_indptr, self.seen_indices,
+                                                       rows)), k)
 
     def history(self, history, k):
         """history [B, L] item ids ("" pads), k -> item_ids, scores, titles [B, k].
 
-        The query is the mean embedding of the row's history items (scores: dot + item bias);
-        the history items are excluded.
+        The query is the mean embedding of the row's history items (scores: dot + item bias,
+        blended with the history's item-item scores if the model has a blend); the history
+        items are excluded.
         """
         rows = self._rows(self.item_table, history, "item", allow_empty=True)  # [B, L], -1 = pad
         present = rows >= 0
@@ -128,12 +142,14 @@ class ServingModule(tf.Module):
             vectors = tf.gather(self.item_embeddings, tf.maximum(rows, 0))  # [B, L, D]
         vectors *= tf.cast(present, tf.float32)[..., tf.newaxis]
         query = tf.reduce_sum(vectors, axis=1) / tf.maximum(counts, 1.0)[:, tf.newaxis]  # [B, D]
-        scores = self._retrieval_scores(query)
         where = tf.where(present)  # [n, 2] (row, position)
-        return self._top_k(_exclude(scores, where[:, 0], tf.gather_nd(rows, where)), k)
+        batch, items = where[:, 0], tf.gather_nd(rows, where)
+        scores = self._blended(self._retrieval_scores(query), batch, items)
+        return self._top_k(_exclude(scores, batch, items), k)
 
     def score(self, user_id, item_ids):
-        """user_id [B], item_ids [B, C] -> scores [B, C]: the scorer (else the retrieval score)."""
+        """user_id [B], item_ids [B, C] -> scores [B, C]: the scorer (else the retrieval score,
+        blended like serving_default's if the model has a blend)."""
         check = tf.debugging.Assert(
             tf.shape(item_ids)[0] == tf.shape(user_id)[0],
             ["score needs one row of item_ids per user_id"],
@@ -142,6 +158,9 @@ class ServingModule(tf.Module):
             users = tf.gather(self.user_embeddings, self._rows(self.user_table, user_id, "user"))
         item_rows = self._rows(self.item_table, item_ids, "item")
         items = tf.gather(self.item_embeddings, item_rows)
+        if self._parts.scorer is None and self._blend is not None:
+            full = self._user_scores(self._rows(self.user_table, user_id, "user"))  # [B, I]
+            return {"scores": tf.gather(full, item_rows, batch_dims=1)}
         if self._parts.scorer is None:
             return {"scores": tf.einsum("bd,bcd->bc", users, items)
                     + tf.gather(self.item_bias, item_rows)}
@@ -167,6 +186,25 @@ class ServingModule(tf.Module):
     def _retrieval_scores(self, queries):
         """queries [B, D] -> [B, I] dot products with every item plus the item bias."""
         return tf.matmul(queries, self.item_embeddings, transpose_b=True) + self.item_bias
+
+    def _user_scores(self, rows):
+        """user rows [B] -> [B, I] retrieval scores, blended if the model has a blend."""
+        scores = self._retrieval_scores(tf.gather(self.user_embeddings, rows))
+        if self._blend is None:
+            return scores
+        return self._blended(scores, *_csr_rows(self.history_indptr, self.history_indices,
+                                                 rows))
+
+    def _blended(self, scores, batch_rows, item_rows):
+        """scores [B, I]; the history as (batch row [n], item row [n]) pairs -> [B, I]:
+        (1 - w) * norm(scores) + w * norm(history x item_item) (tfrec.evaluate.blend), or
+        `scores` without a blend."""
+        if self._blend is None:
+            return scores
+        other = tf.math.unsorted_segment_sum(tf.gather(self.item_item, item_rows),
+                                             tf.cast(batch_rows, tf.int32), tf.shape(scores)[0])
+        w, method = self._blend.weight, self._blend.method
+        return (1.0 - w) * _normalize(scores, method) + w * _normalize(other, method)
 
     def _rows(self, table, ids, kind, allow_empty=False):
         """ids [...] string -> rows [...] int64; asserts every id (but "" if allowed) is known."""
@@ -258,6 +296,26 @@ def _first_false(ok, values, default):
     flags = tf.concat([tf.reshape(tf.cast(ok, tf.int32), [-1]), [1]], axis=0)
     flat = tf.concat([tf.reshape(values, [-1]), tf.constant([default], values.dtype)], axis=0)
     return tf.gather(flat, tf.argmin(flags, output_type=tf.int32))
+
+
+def _csr_rows(indptr, indices, rows):
+    """The CSR entries of `rows` [B] as (batch row [n], item row [n])."""
+    positions = tf.ragged.range(tf.gather(indptr, rows), tf.gather(indptr, rows + 1))  # [B, (n)]
+    return positions.value_rowids(), tf.gather(indices, positions.flat_values)
+
+
+def _normalize(scores, method):
+    """scores [B, I] -> [B, I] on the per-user scale of tfrec.evaluate.blend.normalize."""
+    if method == "zscore":
+        centred = scores - tf.reduce_mean(scores, axis=1, keepdims=True)
+        std = tf.sqrt(tf.reduce_mean(centred * centred, axis=1, keepdims=True))
+        return centred / tf.maximum(std, 1e-12)
+    if method == "max":
+        return scores / tf.maximum(tf.reduce_max(tf.abs(scores), axis=1, keepdims=True), 1e-12)
+    order = tf.argsort(scores, axis=1, stable=True)  # ascending, ties: the lower row first
+    ranks = tf.argsort(order, axis=1, stable=True)  # the inverse permutation: positions
+    return tf.cast(ranks, tf.float32) / tf.cast(tf.maximum(tf.shape(scores)[1] - 1, 1),
+                                                tf.float32)
 
 
 def _exclude(scores, batch_rows, item_rows):

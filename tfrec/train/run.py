@@ -8,6 +8,7 @@ from tfrec.errors import TfrecError
 from tfrec.evaluate.harness import evaluate
 from tfrec.evaluate.scoring import embedding_score_fn
 from tfrec.model.inputs import feature_vocabularies
+from tfrec.train.blend import check_blend_size, fit_blend
 from tfrec.train.prepare import Prepared, prepare
 from tfrec.train.run_dir import RunDir
 
@@ -38,8 +39,10 @@ def train(schema: str, config: Config, run_dir: str, progress: bool = True,
       4. fit (from the old run's weights with `warm_start`; the GNN, or MF: the same model
          without message passing; early-stopped on the validation metric `eval.early_stop`)
          or count popularity;
-      5. evaluate the best model on valid, test and the cold-start slice of test;
-      6. write metrics.json and, in RUN_DIR/logs, the HParams record (the config, ranked by the
+      5. with [blend] item_item on, fit the item-item model on the training interactions and
+         choose the blend on valid (tfrec.train.blend; the model alone if nothing beats it);
+      6. evaluate the best model (blended) on valid, test and the cold-start slice of test;
+      7. write metrics.json (the model alone's valid/test beside, under info.blend), blend/ and, in RUN_DIR/logs, the HParams record (the config, ranked by the
          final model's VALIDATION metrics; test is logged beside, never declared to HParams)
          and the item embeddings for the projector (item id and display title).
     """
@@ -70,6 +73,7 @@ def _train(schema: str, config: Config, run: RunDir, progress: bool, log,
         warm.map(prepared.data.node_ids, features)
     if distributed:
         check_mode(config.train.strategy, training_mode(prepared, config))
+    check_blend_size(prepared, config)
     if config.model.kind != "popularity" and config.sample.examples:
         from tfrec.train.fit import sampled_files
 
@@ -94,6 +98,14 @@ def _train(schema: str, config: Config, run: RunDir, progress: bool, log,
         info.update(dataclasses.asdict(report))
     else:
         scores = _popularity_scores(prepared)
+    blend, blend_info = None, None
+    if config.blend.item_item != "off":
+        blend, blend_info = fit_blend(prepared, config, scores, log)
+        if blend is not None:
+            alone = evaluate(scores, prepared, config.eval.ks, splits=("valid", "test"))
+            blend_info["model_alone"] = {s: alone[s] for s in ("valid", "test")}
+            scores = blend.score_fn(scores)
+    run.write_blend(blend)
     metrics = evaluate(scores, prepared, config.eval.ks)
     if warm is not None:
         info["warm_start"] = warm.report
@@ -101,6 +113,9 @@ def _train(schema: str, config: Config, run: RunDir, progress: bool, log,
     info["peak_rss_mib"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
     if 0 < info.get("epochs_run", 0) == info["resumed_from"] and (earlier := run.read_metrics()):
         info = earlier["info"]  # a finished run, re-run: its figures are those of its training
+    info.pop("blend", None)
+    if blend_info is not None:
+        info["blend"] = blend_info
     from tfrec.train.tensorboard import Board
 
     board = Board(run.logs)
@@ -125,7 +140,7 @@ def _check_validation_split(prepared: Prepared, config: Config) -> None:
 
 
 def evaluate_run(run_dir: str, progress: bool = False) -> dict:
-    """Re-computes the metrics of a finished run from its best checkpoint."""
+    """Re-computes the metrics of a finished run from its best checkpoint (and its blend/)."""
     run = RunDir(run_dir)
     schema, config = run.schema_and_config()
     prepared = prepare(schema, config, progress)
@@ -137,4 +152,7 @@ def evaluate_run(run_dir: str, progress: bool = False) -> dict:
         trained = build(prepared, config)
         restore_best(trained, run)
         scores = embedding_score_fn(*embeddings(trained))
+    blend = run.read_blend(prepared.csr("train"))
+    if blend is not None:
+        scores = blend.score_fn(scores)
     return evaluate(scores, prepared, config.eval.ks)

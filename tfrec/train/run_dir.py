@@ -5,6 +5,7 @@
     checkpoints/      a checkpoint per epoch (latest 2) and checkpoints/best/
     logs/             TensorBoard event files, HParams, the item-embedding projector
     metrics.json      final valid/test/test_cold metrics (written when training ends)
+    blend/            the item-item blend chosen on valid ([blend]): item_item.npy, blend.json
     vocab/<set>.txt   the ids of each node set, one a line, line i = row i (what a warm start
                       maps onto a later run's ids)
 
@@ -30,6 +31,9 @@ from tfrec.config import Config, config_from_dict
 from tfrec.errors import TfrecError
 
 LOCK_NAME = "train.lock"
+# Config sections fitted after the model: changing them on a finished run refits them at the
+# end of the next `tfrec train`, the model's training and checkpoints are kept.
+REFIT_SECTIONS = ("blend",)
 
 
 def _sha(path: str) -> str:
@@ -47,6 +51,7 @@ class RunDir:
     manifest_file = property(lambda self: self.path / "run.json")
     lock_file = property(lambda self: self.path / LOCK_NAME)
     vocab = property(lambda self: self.path / "vocab")
+    blend_dir = property(lambda self: self.path / "blend")
 
     # === What the folder holds ===
 
@@ -81,8 +86,8 @@ class RunDir:
                 raise TfrecError(f"run folder {self.path} holds a run of another schema "
                                  f"({have.get('schema')}); choose a new --run-dir")
             have = {**have, "config": _with_defaults(have.get("config"))}
-            if have.get("config") != wanted["config"]:
-                diff = sorted(f"{s}.{k}" for s, v in wanted["config"].items() for k in v
+            if _fixed(have.get("config")) != _fixed(wanted["config"]):
+                diff = sorted(f"{s}.{k}" for s, v in _fixed(wanted["config"]).items() for k in v
                               if have.get("config", {}).get(s, {}).get(k) != v[k])
                 raise TfrecError(f"run folder {self.path} holds a run with another config "
                                  f"(differs in {', '.join(diff) or 'sections'}); choose a new "
@@ -101,6 +106,7 @@ class RunDir:
         same thing. Refuses a folder that holds a run of another schema or config, or other
         files."""
         if self.check(schema, config):
+            self._write_json(self.manifest_file, self._wanted(schema, config))  # [blend] may differ
             return True
         self.path.mkdir(parents=True, exist_ok=True)
         self._write_json(self.manifest_file, self._wanted(schema, config))
@@ -233,6 +239,24 @@ class RunDir:
     def write_metrics(self, metrics: dict) -> None:
         self._write_json(self.metrics_file, metrics)
 
+    # === The blend ===
+
+    def write_blend(self, blend) -> None:
+        """Writes blend/ (a tfrec.evaluate.blend.Blend) atomically, or removes it for None."""
+        if blend is None:
+            shutil.rmtree(self.blend_dir, ignore_errors=True)
+            return
+        from tfrec.atomic import atomic_dir
+
+        with atomic_dir(self.blend_dir) as tmp:
+            blend.save(tmp)
+
+    def read_blend(self, history):
+        """The run's Blend over the users' `history` CSR, or None if it has none."""
+        from tfrec.evaluate.blend import Blend
+
+        return Blend.load(self.blend_dir, history) if self.blend_dir.is_dir() else None
+
     # === Vocabularies ===
 
     def write_vocab(self, node_ids: dict, features: dict | None = None) -> None:
@@ -293,6 +317,13 @@ def _with_defaults(config):
     defaults = Config().to_dict()
     return {**defaults, **{s: {**defaults.get(s, {}), **v} if isinstance(v, dict) else v
                            for s, v in config.items()}}
+
+
+def _fixed(config):
+    """A config without the REFIT_SECTIONS: what must not change to resume a run."""
+    if not isinstance(config, dict):
+        return config
+    return {s: v for s, v in config.items() if s not in REFIT_SECTIONS}
 
 
 def _checked_checkpoint(folder: Path, remove: Path) -> str | None:

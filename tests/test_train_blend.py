@@ -1,0 +1,86 @@
+"""[blend] end to end on the tiny graph: a trained run refits only its blend when trained again
+with [blend] changed; the run's metrics, `tfrec evaluate` and the exported SavedModel all rank
+with the blend chosen on valid."""
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from test_export_fixtures import reference_top_k, seen_rows, tf
+
+from tfrec.config import config_from_dict
+from tfrec.evaluate.scoring import embedding_score_fn
+from tfrec.export.from_run import load_artifacts
+from tfrec.export.versions import export_model
+from tfrec.train.run import evaluate_run, train
+from tfrec.train.run_dir import RunDir
+
+TINY = str(Path(__file__).parent / "data" / "tiny" / "schema.pbtxt")
+
+
+def _config(blend):
+    return config_from_dict({"model": {"dim": 8, "layers": 2}, "text": {"mode": "off"},
+                             "train": {"epochs": 2, "batch_size": 4},
+                             "split": {"method": "temporal", "ratios": [0.6, 0.2, 0.2]},
+                             "blend": blend})
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    path = tmp_path_factory.mktemp("blend") / "run"
+    alone = train(TINY, _config({}), str(path), progress=False, log=lambda s: None)
+    checkpoint = RunDir(path).best_checkpoint()
+    blended = train(TINY, _config({"item_item": "ease", "regs": [0.1, 1.0, 10.0]}), str(path),
+                    progress=False, log=lambda s: None)
+    return path, alone, blended, checkpoint
+
+
+def test_training_again_with_a_blend_refits_the_blend_only(runs):
+    path, alone, blended, checkpoint = runs
+    info = blended.info
+    assert info["epochs_run"] == alone.info["epochs_run"]  # the training's own figures
+    assert RunDir(path).best_checkpoint() == checkpoint
+    assert RunDir(path).latest_checkpoint().endswith(f"ckpt-{info['epochs_run']}")
+    assert info["blend"]["model_alone"]["test"] == alone.metrics["test"]
+    chosen = info["blend"]["chosen"]  # the tiny run's valid prefers a blend
+    assert blended.metrics["valid"]["ndcg@20"] == pytest.approx(chosen["valid"], abs=1e-6)
+    assert chosen["valid"] > info["blend"]["valid_model_alone"]
+    assert json.loads((path / "run.json").read_text())["config"]["blend"]["item_item"] == "ease"
+    assert (path / "blend" / "item_item.npy").is_file()
+
+
+def test_evaluate_ranks_with_the_blend(runs):
+    path, _, blended, _ = runs
+    again = evaluate_run(str(path))
+    for split in ("valid", "test"):
+        assert again[split]["ndcg@20"] == pytest.approx(blended.metrics[split]["ndcg@20"],
+                                                        abs=1e-6)
+
+
+def test_exported_top_k_is_the_evaluation_blended_top_k(runs, tmp_path):
+    path = runs[0]
+    art = load_artifacts(str(path))
+    assert art.blend is not None
+    model = tf.saved_model.load(str(export_model(art, tmp_path)))
+    users = ["u1", "u2", "u3", "u4"]
+    out = model.signatures["serving_default"](user_id=tf.constant(users), k=tf.constant(2))
+    # evaluation's score function (tfrec.train.run.evaluate_run), seen items excluded as served
+    score_fn = art.blend.score_fn(embedding_score_fn(art.user_embeddings, art.item_embeddings,
+                                                     art.item_bias))
+    rows = np.array([list(art.user_ids).index(u) for u in users])
+    top, values = reference_top_k(score_fn(rows), [seen_rows(art, r) for r in rows], 2)
+    expected = np.where(np.isinf(values), "", art.item_ids[top])
+    got = np.vectorize(lambda b: b.decode(), otypes=[object])(out["item_ids"].numpy())
+    np.testing.assert_array_equal(got, expected)
+    np.testing.assert_allclose(out["scores"].numpy(), values, rtol=1e-4, atol=1e-5)
+
+
+def test_training_again_with_the_blend_off_removes_it(runs, tmp_path):
+    path, alone, _, _ = runs
+    copy = tmp_path / "run"
+    shutil.copytree(path, copy)
+    again = train(TINY, _config({}), str(copy), progress=False, log=lambda s: None)
+    assert not (copy / "blend").exists() and "blend" not in again.info
+    assert again.metrics["test"] == alone.metrics["test"]
