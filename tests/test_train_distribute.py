@@ -120,12 +120,19 @@ def _ports(n: int) -> list[int]:
 
 
 @pytest.mark.slow
-def test_multi_worker_mirrored_over_two_processes_on_loopback(runs, planted):  # noqa: F811
-    """2 worker processes, one CPU replica each (TF_CONFIG): the steps of one device."""
+@pytest.mark.parametrize("sampled", [False, True])
+def test_multi_worker_mirrored_over_two_processes_on_loopback(request, planted,  # noqa: F811
+                                                              sampled):
+    """2 worker processes, one CPU replica each (TF_CONFIG): the steps of one device (full
+    graph), or, sampled, of one device on the subgraphs of the batch's two halves, each
+    worker's input pipeline drawing its own half's."""
+    runs = request.getfixturevalue("sampled_runs" if sampled else "runs")
+    reference = runs / ("shares" if sampled else "default")
     cluster = {"worker": [f"localhost:{p}" for p in _ports(2)]}
     procs = [subprocess.Popen(
         [sys.executable, str(RUN), str(planted), str(runs / f"worker{i}"), "multi_worker",
-         "--init", str(runs / "init")], env=_env(TF_CONFIG=json.dumps(
+         "--init", str(runs / "init"), *(["--sampled"] if sampled else [])],
+        env=_env(TF_CONFIG=json.dumps(
              {"cluster": cluster, "task": {"type": "worker", "index": i}})),
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True) for i in range(2)]
     try:
@@ -137,7 +144,7 @@ def test_multi_worker_mirrored_over_two_processes_on_loopback(runs, planted):  #
             proc.stderr.close()
     for i in range(2):
         assert _result(runs / f"worker{i}" / "multi_worker")[2]["replicas"] == 2
-        _assert_same_steps(runs / f"worker{i}" / "multi_worker", runs / "default")
+        _assert_same_steps(runs / f"worker{i}" / "multi_worker", reference)
 
 
 @pytest.mark.slow
@@ -224,6 +231,7 @@ def test_sampled_mirrored_replicas_each_train_on_the_subgraph_of_their_share(sam
     assert whole[0] != pytest.approx(losses[0], rel=100 * LOSS_RTOL)
 
 
+@pytest.mark.slow  # ~1 CPU-minute (6 min under load 20)
 def test_sampled_parameter_server_on_loopback_draws_on_the_worker(sampled_runs, planted):  # noqa: F811
     """1 worker + 2 ps in-process, sampled: the worker draws each step's subgraph in its own
     dataset (made on it by the coordinator) and takes one device's steps."""

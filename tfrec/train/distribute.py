@@ -174,7 +174,8 @@ class Coordinated:
                              f"worker, but each worker has {strategy.num_replicas_in_sync} "
                              "devices: make one visible per worker (CUDA_VISIBLE_DEVICES)")
         self.strategy = strategy
-        self.workers = strategy.cluster_resolver.cluster_spec().num_tasks("worker")
+        self.workers = tf.distribute.cluster_resolver.TFConfigClusterResolver() \
+            .cluster_spec().num_tasks("worker")  # make_strategy's cluster
         self.coordinator = tf.distribute.experimental.coordinator.ClusterCoordinator(strategy)
         self.graphs = None
         if graph is not None:  # every worker keeps the graph in a dataset of its own
