@@ -3,9 +3,13 @@ a process of their own (logical devices and clusters must be set before TensorFl
 for tests/test_train_distribute.py.
 
     python tests/distributed_run.py FOLDER OUT STRATEGY[,STRATEGY...] [--cpus N]
-        [--workers W --ps P] [--init CKPT]
+        [--workers W --ps P] [--init CKPT] [--sampled]
 
 FOLDER: the planted tables (test_model_planted.planted); --cpus: logical CPU devices;
+--sampled: train.mode "sampled", fan-outs above every degree (every edge within 2 hops is
+drawn: the subgraph of a set of pairs does not depend on the draws); STRATEGY "shares": one
+device taking the steps of --cpus replicas, each on the subgraph of its share of the batch
+(the steps a sampled mirrored run must take);
 --workers/--ps: an in-process cluster on loopback (tf.distribute.Server per task, TF_CONFIG
 naming this process the chief); --init: a checkpoint of the model to start from (written
 there by the first run if it is missing). Writes, for each STRATEGY, in OUT/STRATEGY:
@@ -34,6 +38,7 @@ CONFIG = {"model": {"dim": 16, "layers": 2}, "text": {"mode": "off"},
           "train": {"epochs": EPOCHS, "batch_size": 200, "chunk": 100, "optimizer": "sgd",
                     "learning_rate": 0.5, "schedule": "constant",
                     "weight_decay": 0.01, "patience": 40, "ranking_weight": 0.0}}
+EVERY_EDGE = [50, 50]  # fan-outs above every degree of the planted graph (40 at most)
 
 
 def _free_port() -> int:
@@ -70,6 +75,7 @@ def main(argv) -> None:
     p.add_argument("--workers", type=int, default=0)
     p.add_argument("--ps", type=int, default=0)
     p.add_argument("--init", type=Path)
+    p.add_argument("--sampled", action="store_true")
     a = p.parse_args(argv)
     if a.cpus > 1:
         cpu = tf.config.list_physical_devices("CPU")[0]
@@ -79,35 +85,61 @@ def main(argv) -> None:
     from tfrec.train.distribute import make_strategy
 
     for strategy in a.strategies.split(","):  # multi_worker must join before any op
-        make_strategy(strategy, SHARD_BYTES)
+        if strategy != "shares":
+            make_strategy(strategy, SHARD_BYTES)
     for strategy in a.strategies.split(","):
-        run(a.folder, a.out / strategy, strategy, a.init)
+        run(a.folder, a.out / strategy, strategy, a.init, a.sampled, a.cpus)
 
 
-def config(folder: Path, strategy: str):
+def config(folder: Path, strategy: str, sampled: bool = False):
     from tfrec.config import config_from_dict
 
-    train = {**CONFIG["train"], "strategy": strategy, "shard_bytes": SHARD_BYTES}
-    return config_from_dict({**CONFIG, "train": train, "split": {
-        "method": "files", "split_dir": str(folder / "splits")}})
+    train = {**CONFIG["train"], "strategy": strategy, "shard_bytes": SHARD_BYTES,
+             "mode": "sampled" if sampled else "full"}
+    return config_from_dict({**CONFIG, "train": train, "sample": {"fanouts": EVERY_EDGE},
+                             "split": {"method": "files", "split_dir": str(folder / "splits")}})
 
 
-def run(folder: Path, out: Path, strategy: str, init: Path | None) -> None:
+def shared_steps(trainer, epoch: int, replicas: int):
+    """Yields the losses of each step of `epoch` that `replicas` replicas take together, taken
+    on one device: the mean of the losses of the batch's `replicas` shares, each on the
+    subgraph sampled around it, and one optimizer step on the gradient of that mean."""
+    model, objective = trainer.trained.model, trainer.objective
+    optimizer, variables = trainer.optimizers["optimizer"], model.trainable_variables
+    none = tf.zeros([0], tf.int32)
+    for users, items, labels in trainer.batches.epoch(epoch):
+        with tf.GradientTape() as tape:
+            losses = []
+            for u, i, y in zip(*(np.split(a, replicas) for a in (users, items, labels))):
+                view = trainer.graphs.batch(u, i)
+                e = model.embed(view.graph, training=True, fresh_items=none)
+                losses.append(objective(e, view.users, view.items, y,
+                                        objective.candidates(view.item_rows), view.item_rows))
+            mean = {k: tf.add_n([loss[k] for loss in losses]) / replicas for k in losses[0]}
+        optimizer.apply_gradients(zip(tape.gradient(mean["total"], variables), variables))
+        yield mean
+
+
+def run(folder: Path, out: Path, strategy: str, init: Path | None, sampled: bool,
+        cpus: int) -> None:
     from tfrec.train.fit import Trainer, embeddings
     from tfrec.train.prepare import prepare
     from tfrec.train.run_dir import RunDir
 
-    prepared = prepare(str(folder / "schema.pbtxt"), config(folder, strategy), progress=False)
+    name = "default" if strategy == "shares" else strategy
+    conf = config(folder, name, sampled)
+    prepared = prepare(str(folder / "schema.pbtxt"), conf, progress=False)
     out.mkdir(parents=True, exist_ok=True)
-    trainer = Trainer(prepared, config(folder, strategy), RunDir(out / "run"), False,
-                      lambda line: None)
+    trainer = Trainer(prepared, conf, RunDir(out / "run"), False, lambda line: None)
     model = tf.train.Checkpoint(model=trainer.trained.model)
     if init and init.with_suffix(".index").exists():
         model.read(str(init)).assert_existing_objects_matched()
     elif init:
         model.write(str(init))
+    steps = (lambda e: shared_steps(trainer, e, cpus)) if strategy == "shares" \
+        else trainer._steps
     losses = [{k: float(v) for k, v in step.items()}
-              for epoch in range(1, EPOCHS + 1) for step in trainer._steps(epoch)]
+              for epoch in range(1, EPOCHS + 1) for step in steps(epoch)]
     user, item, _ = embeddings(trainer.trained)
     np.savez(out / "embeddings.npz", user=user, item=item)
     model.write(str(out / "trained"))

@@ -112,7 +112,9 @@ def test_the_pipeline_yields_the_subgraphs_of_the_direct_call(planted, tmp_path)
     seen = np.bincount(trainer.batches.items, minlength=prepared.num_items) > 0
     steps = list(trainer.graphs.dataset(trainer.batches, 1, trainer.objective).take(4))
     assert len(rows) == 4
-    for (graph, u, i, item_rows, labels, candidates), batch in zip(steps, rows):
+    for step, batch in zip(steps, rows):
+        graph, u, i, item_rows, candidates = (step[k] for k in (
+            "graph", "u_rows", "i_rows", "item_rows", "candidates"))
         direct = trainer.graphs.batch(trainer.batches.users[batch], trainer.batches.items[batch])
         for name in graph.node_sets:
             np.testing.assert_array_equal(graph.node_sets[name]["row"],

@@ -122,7 +122,7 @@ def to_model_graph(graph, graph_spec, user_set: str, item_set: str):
 
 
 def read_sampled(folder: str | Path, graph_spec, user_set: str, item_set: str, *,
-                 batch_size: int, shuffle: int = 0, seed: int = 0):
+                 batch_size: int, shuffle: int = 0, seed: int = 0, shard=(1, 0)):
     """The tf.data.Dataset of training batches of `folder` (see the module docstring): each
     element (graph, users [B] int32, items [B] int32, item_rows [I_g] int32, labels [B]
     float32), `graph` of `graph_spec` with relaxed sizes and one component. shuffle: buffer
@@ -135,6 +135,8 @@ def read_sampled(folder: str | Path, graph_spec, user_set: str, item_set: str, *
     data = tf.data.TFRecordDataset(sample_files(folder))
     if shuffle:
         data = data.shuffle(shuffle, seed=seed)
+    if shard[0] > 1:
+        data = data.shard(*shard)
     return (data.batch(batch_size, drop_remainder=True)
             .map(lambda s: to_model_graph(tfgnn.parse_example(spec, s), graph_spec, user_set,
                                           item_set), num_parallel_calls=tf.data.AUTOTUNE)

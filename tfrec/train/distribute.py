@@ -19,11 +19,18 @@ the subgraph sampled around its share (sampled mode). Each replica minimises its
 the optimizer sums the replicas' gradients: the gradient of the mean loss over the global
 batch, the step one device takes. The losses it reports are the replicas' mean.
 
-Parameter servers (`Coordinated`). The coordinator sends each step's rows to whichever worker
-is free (`ClusterCoordinator.schedule`), so an epoch visits every batch once, as on one device;
-the graph a worker embeds comes from a per-worker dataset, sent to it once. Workers update the
-variables on the ps asynchronously: with one worker the steps are one device's; with more, a
-worker's gradient may come from variables a few steps old.
+Parameter servers (`Coordinated`). The coordinator schedules each step on whichever worker is
+free (`ClusterCoordinator.schedule`). Full graph: the chief sends each step's rows, so an epoch
+visits every batch once, as on one device; the graph a worker embeds comes from a per-worker
+dataset, sent to it once. Sampled: every worker draws its subgraphs from a dataset of its own
+(`create_per_worker_dataset`), in order with one worker, in an order of its own with several.
+Workers update the variables on the ps asynchronously: with one worker the steps are one
+device's; with more, a worker's gradient may come from variables a few steps old.
+
+Sampled training (train.mode "sampled") works under every strategy: a replica's subgraph is
+drawn in its own input pipeline, around its share of the batch, by TF ops (the in-memory
+sampler of tfrec.data.sampling in Dataset.map, or the Beam sampler's examples read and parsed
+with the examples sharded by input pipeline): no Python runs in the pipeline.
 """
 
 import functools
@@ -64,18 +71,6 @@ def make_strategy(name: str, shard_bytes: int = 256 << 10) -> tf.distribute.Stra
     partitioner = tf.distribute.experimental.partitioners.MinSizePartitioner(
         shard_bytes, resolver.cluster_spec().num_tasks("ps"))
     return tf.distribute.ParameterServerStrategy(resolver, partitioner)
-
-
-def check_mode(strategy: str, mode: str) -> None:
-    """Refuses sampled training (mode "sampled", or "auto" resolved to it) under a strategy: the
-    sampler runs eager TensorFlow ops from Python, and called from a per-replica tf.data
-    pipeline while the step waits on that pipeline they found no free inter-op thread (on 2
-    cores: no step in 5 minutes, where one device takes seconds)."""
-    if strategy != "default" and mode == "sampled":
-        raise TfrecError(f"train.strategy = \"{strategy}\" trains on the full graph only, but "
-                         "this run would sample subgraphs (train.mode, or \"auto\" above "
-                         "sample.auto_edges): set train.mode = \"full\", or strategy = "
-                         "\"default\"")
 
 
 def serve_cluster_task(name: str) -> bool:
@@ -142,23 +137,17 @@ class Replicated:
     def epoch(self, shares, steps: int):
         """Yields the losses (replica means) of each of the `steps` steps of an epoch.
 
-        shares(replicas) -> iterator over the epoch's steps, each a list of the step inputs
-        ({name: array or subgraph}) of `replicas` (a range of global replica ids): each host's
-        input pipeline reads those of its own replicas."""
+        shares(replicas) -> a tf.data.Dataset of the epoch's step inputs ({name: tensor or
+        subgraph}) of `replicas` (a range of global replica ids), step by step: consecutive
+        elements go to consecutive replicas. Each host's input pipeline (tf.distribute's
+        InputContext) reads those of its own replicas."""
         local = len(self.strategy.extended.worker_devices)  # this host's replicas
 
         def dataset(context: tf.distribute.InputContext):
             first = context.input_pipeline_id * local
-            mine = range(first, first + local)
-
-            def elements():  # consecutive elements go to consecutive replicas
-                for step in shares(mine):
-                    yield from step
-
             # infinite (only `steps` are read): a finite one would make tf.distribute build
             # empty placeholder inputs for a short last batch, which a GraphTensor refuses
-            return tf.data.Dataset.from_generator(
-                elements, output_signature=self.signature).repeat()
+            return shares(range(first, first + local)).repeat()
 
         iterator = iter(self.strategy.distribute_datasets_from_function(dataset))
         for _ in range(steps):
@@ -168,35 +157,64 @@ class Replicated:
 class Coordinated:
     """The training steps of a ParameterServerStrategy, scheduled on its workers by a
     ClusterCoordinator (this process is the chief). replica_step and graph as for
-    `Replicated`; a worker is one replica (one CPU or GPU)."""
+    `Replicated`; a worker is one replica (one CPU or GPU).
+
+    Full graph: the coordinator sends each step's rows to whichever worker is free, so an
+    epoch visits every batch once, as on one device; the graph comes from a per-worker dataset,
+    sent to each worker once. Sampled: a subgraph is drawn on the worker that trains it, so
+    each worker reads the step inputs from a dataset of its own (`create_per_worker_dataset`,
+    as TensorFlow's parameter-server training and TF-GNN's runner do): with one worker it reads
+    the epoch's steps in order (one device's steps); with several, each in an order of its own
+    (the `steps` steps of an epoch go to whichever worker is free, so a batch may be trained
+    twice in an epoch and another not at all)."""
 
     def __init__(self, strategy, replica_step, signature: dict, graph=None):
         if strategy.num_replicas_in_sync != 1:
             raise TfrecError(f"train.strategy = \"parameter_server\" trains one replica per "
                              f"worker, but each worker has {strategy.num_replicas_in_sync} "
                              "devices: make one visible per worker (CUDA_VISIBLE_DEVICES)")
-        del signature  # the chief's arrays go to a worker as they are
         self.strategy = strategy
+        self.workers = tf.distribute.cluster_resolver.TFConfigClusterResolver() \
+            .cluster_spec().num_tasks("worker")  # make_strategy's cluster
         self.coordinator = tf.distribute.experimental.coordinator.ClusterCoordinator(strategy)
         self.graphs = None
         if graph is not None:  # every worker keeps the graph in a dataset of its own
             self.graphs = iter(self.coordinator.create_per_worker_dataset(
                 lambda: tf.data.Dataset.from_tensors(graph).repeat()))
 
-        @tf.function
-        def step(graphs, inputs):
-            inputs = dict(inputs)
-            graph = inputs.pop("graph") if graphs is None else next(graphs)
+        def run(graph, inputs):
             per_replica = strategy.run(lambda g, x: replica_step(g, **x), args=(graph, inputs))
             return _reduce_mean(strategy, per_replica)
 
-        self.step = step
+        @tf.function
+        def full_step(graphs, inputs):  # the chief's rows, the worker's graph
+            return run(next(graphs), inputs)
+
+        @tf.function
+        def sampled_step(iterator):  # the worker's own subgraph and rows
+            inputs = {k: tf.ensure_shape(v, signature[k].shape) if k != "graph" else v
+                      for k, v in next(iterator).items()}
+            return run(inputs.pop("graph"), inputs)
+
+        self.full_step, self.sampled_step = full_step, sampled_step
 
     def epoch(self, shares, steps: int):
-        """Schedules the `steps` steps of an epoch (shares as for `Replicated.epoch`, read here
-        on the chief), waits for them all, then yields each one's losses."""
-        done = [self.coordinator.schedule(self.step, args=(self.graphs, inputs))
-                for (inputs,) in shares(range(1))]
+        """Schedules the `steps` steps of an epoch (shares as for `Replicated.epoch`, for one
+        replica: read on the chief for the full graph, made on every worker for subgraphs),
+        waits for them all, then yields each one's losses."""
+        if self.graphs is not None:
+            done = [self.coordinator.schedule(self.full_step, args=(self.graphs, inputs))
+                    for inputs in shares(range(1)).take(steps)]
+        else:
+            def dataset():
+                data = shares(range(1))
+                if self.workers > 1:  # a worker's own order (unseeded: each draws a seed)
+                    data = data.shuffle(steps)
+                return data.repeat()
+
+            iterator = iter(self.coordinator.create_per_worker_dataset(dataset))
+            done = [self.coordinator.schedule(self.sampled_step, args=(iterator,))
+                    for _ in range(steps)]
         assert len(done) == steps, (len(done), steps)
         self.coordinator.join()
         for losses in done:

@@ -226,24 +226,36 @@ class SampledGraph:
     def batch(self, users: np.ndarray, items: np.ndarray) -> Subgraph:
         return self.sampler.sample(users, items)
 
+    def subgraphs(self, pairs: tf.data.Dataset, objective: "Objective") -> tf.data.Dataset:
+        """Step inputs on sampled subgraphs, in TF ops (Dataset.map, prefetched): each element
+        {"u_rows", "i_rows": [b] global rows of the pairs, "labels": [b], optionally "fresh":
+        [F] global item rows} becomes {"graph": the subgraph sampled around the pairs,
+        "u_rows", "i_rows" (and "fresh"): positions in it, "labels", "item_rows": [I_g] global
+        row of each of its items, "candidates": [C] positions of those seen in training}."""
+        def sample(pair):
+            graph, u, i, item_rows = self.sampler.pairs(pair["u_rows"], pair["i_rows"])
+            out = {"graph": graph, "u_rows": u, "i_rows": i, "labels": pair["labels"],
+                   "item_rows": item_rows, "candidates": objective.candidates(item_rows)}
+            if "fresh" in pair:  # the batch's items: all of them are in the subgraph
+                out["fresh"] = tf.searchsorted(item_rows, pair["fresh"])
+            return out
+
+        return pairs.map(sample).prefetch(tf.data.AUTOTUNE)
+
     def dataset(self, batches: "Batches", first_epoch: int, objective: "Objective"):
         """The steps of epochs first_epoch, first_epoch + 1, ... as a tf.data.Dataset of
-        (graph, users [B], items [B], item_rows [I_g], labels [B], candidates [C]):
-        pairs (Batches.epoch) -> sampled subgraph (Dataset.map) -> prefetch."""
+        `subgraphs` step inputs (no "fresh") of the whole batch B."""
         b = batches.batch
 
         def pairs():
             for epoch in itertools.count(first_epoch):
-                yield from batches.epoch(epoch)
+                for users, items, labels in batches.epoch(epoch):
+                    yield {"u_rows": users, "i_rows": items, "labels": labels}
 
-        def sample(users, items, labels):
-            graph, u, i, item_rows = self.sampler.pairs(users, items)
-            return graph, u, i, item_rows, labels, objective.candidates(item_rows)
-
-        signature = (tf.TensorSpec([b], tf.int32), tf.TensorSpec([b], tf.int32),
-                     tf.TensorSpec([b], tf.float32))
-        return tf.data.Dataset.from_generator(pairs, output_signature=signature).map(
-            sample).prefetch(tf.data.AUTOTUNE)
+        rows = tf.TensorSpec([b], tf.int32)
+        signature = {"u_rows": rows, "i_rows": rows, "labels": tf.TensorSpec([b], tf.float32)}
+        return self.subgraphs(tf.data.Dataset.from_generator(pairs, output_signature=signature),
+                              objective)
 
     def epoch(self, batches: "Batches", epoch: int, objective: "Objective"):
         """Yields (Subgraph, labels [B], candidates [C]) for each step of `epoch`; the
@@ -252,8 +264,9 @@ class SampledGraph:
             self._next = (epoch, iter(self.dataset(batches, epoch, objective)))
         steps = self._next[1]
         for _ in range(batches.steps):
-            graph, u, i, item_rows, labels, candidates = next(steps)
-            yield Subgraph(graph, u, i, item_rows), labels, candidates
+            x = next(steps)
+            yield Subgraph(x["graph"], x["u_rows"], x["i_rows"], x["item_rows"]), x["labels"], \
+                x["candidates"]
         self._next = (epoch + 1, steps)
 
     def close(self) -> None:
@@ -282,15 +295,36 @@ class SampledFiles:
         self.batch, self.seed = batches.batch, config.train.seed
         self.steps = self.info["examples"] // self.batch  # the last partial batch is dropped
 
-    def epoch(self, batches: "Batches", epoch: int, objective: "Objective"):
-        """Yields (Subgraph, labels [B], candidates [C]) for each step of `epoch`."""
+    def _read(self, epoch: int, batch: int, shard=(1, 0)):
+        """The batches of `batch` examples of `epoch` (shuffled with (train.seed, epoch)), of
+        shard `shard` = (count, index) of the shuffled examples: beam_reader.read_sampled."""
         from tfrec.data.beam_reader import read_sampled
 
-        data = read_sampled(self.folder, self.spec, self.schema.user_set, self.schema.item_set,
-                            batch_size=self.batch, shuffle=min(self.info["examples"], self.SHUFFLE),
-                            seed=self.seed * 100_003 + epoch)
-        for graph, u, i, item_rows, labels in data:
+        return read_sampled(self.folder, self.spec, self.schema.user_set, self.schema.item_set,
+                            batch_size=batch, shuffle=min(self.info["examples"], self.SHUFFLE),
+                            seed=self.seed * 100_003 + epoch, shard=shard)
+
+    def epoch(self, batches: "Batches", epoch: int, objective: "Objective"):
+        """Yields (Subgraph, labels [B], candidates [C]) for each step of `epoch`."""
+        for graph, u, i, item_rows, labels in self._read(epoch, self.batch):
             yield Subgraph(graph, u, i, item_rows), labels, objective.candidates(item_rows)
+
+    def shares(self, epoch: int, objective: "Objective", replicas: range, total: int,
+               fresh: int) -> tf.data.Dataset:
+        """The step inputs (as SampledGraph.subgraphs') of `replicas`, consecutive ids of
+        `total` replicas, for the steps of `epoch`: the epoch's shuffled examples are sharded by
+        input pipeline (total / len(replicas) of them, this one index replicas.start /
+        len(replicas)), each pipeline's in batches of B / total, consecutive batches for
+        consecutive replicas; "fresh": `fresh` distinct items of each batch (in-graph)."""
+        pipelines = total // len(replicas)
+
+        def inputs(graph, u, i, item_rows, labels):
+            return {"graph": graph, "u_rows": u, "i_rows": i, "labels": labels,
+                    "fresh": _fresh_in_graph(i, fresh), "item_rows": item_rows,
+                    "candidates": objective.candidates(item_rows)}
+
+        data = self._read(epoch, self.batch // total, (pipelines, replicas.start // len(replicas)))
+        return data.map(inputs)
 
     def close(self) -> None:
         pass
@@ -372,6 +406,13 @@ def _fresh_items(items: np.ndarray, count: int, rng: np.random.Generator) -> np.
     return np.resize(distinct, count).astype(np.int32)
 
 
+def _fresh_in_graph(items: tf.Tensor, count: int) -> tf.Tensor:
+    """_fresh_items in TF ops (a tf.data map): [count] int32 distinct `items` in random order,
+    repeated if fewer."""
+    distinct = tf.random.shuffle(tf.unique(items).y)
+    return tf.gather(distinct, tf.range(count) % tf.maximum(tf.size(distinct), 1))
+
+
 class Trainer:
     """One run's training loop: `fit()` = restore -> (epoch: steps -> refresh text ->
     validate -> checkpoint/early stop -> log) -> the best epoch's model.
@@ -386,9 +427,8 @@ class Trainer:
         self.replicas = self.strategy.num_replicas_in_sync
         self.batches = Batches.of(prepared, config, self.replicas)
         self.mode = training_mode(prepared, config)
-        distribute.check_mode(config.train.strategy, self.mode)
         files = sampled_files(prepared, config, self.batches)  # checked before building
-        steps = files.steps if files else self.batches.steps
+        self.steps_per_epoch = steps = files.steps if files else self.batches.steps
         with self.strategy.scope():
             self.optimizers = {"optimizer": _optimizer(config, steps, start_step)}
             if prepared.sentence_encoder is not None:
@@ -523,17 +563,26 @@ class Trainer:
             return np.zeros([0], np.int32)
         return _fresh_items(np.asarray(items), self.config.text.finetune_items, rng)
 
-    def _shares(self, epoch: int, replicas):
-        """Yields, for each step of `epoch`, the step inputs {name: array} of each replica in
-        `replicas` on the full graph (sampled training under a strategy is refused:
-        distribute.check_mode): replica r's share is rows [r b, (r + 1) b) of the batch,
-        b = B / R (R = num_replicas_in_sync)."""
+    def _shares(self, epoch: int, replicas: range) -> tf.data.Dataset:
+        """The step inputs of `replicas` (a range of global replica ids) for each step of
+        `epoch`, step by step, for tf.distribute's runners: replica r's share is rows
+        [r b, (r + 1) b) of the batch, b = B / R (R = num_replicas_in_sync), {"u_rows",
+        "i_rows", "labels", "fresh"}, on the full graph; sampled, on the subgraph drawn around
+        the share (SampledGraph.subgraphs), or the examples of sample.examples, sharded by
+        input pipeline (SampledFiles.shares)."""
+        if isinstance(self.graphs, SampledFiles):
+            return self.graphs.shares(epoch, self.objective, replicas, self.replicas,
+                                      self._signature(1)["fresh"].shape[0])
         rng = np.random.default_rng([self.config.train.seed, epoch, 1])
         b = self.batches.batch // self.replicas
+        shares = []
         for u, i, y in self.batches.epoch(epoch):
-            shares = [slice(r * b, (r + 1) * b) for r in replicas]
-            yield [{"u_rows": u[rows], "i_rows": i[rows], "labels": y[rows],
-                    "fresh": self._fresh(i[rows], rng)} for rows in shares]
+            for rows in (slice(r * b, (r + 1) * b) for r in replicas):
+                shares.append({"u_rows": u[rows], "i_rows": i[rows], "labels": y[rows],
+                               "fresh": self._fresh(i[rows], rng)})
+        data = tf.data.Dataset.from_tensor_slices(
+            {k: np.stack([s[k] for s in shares]) for k in shares[0]})
+        return self.graphs.subgraphs(data, self.objective) if self.mode == "sampled" else data
 
     def _steps(self, epoch: int):
         """Runs the steps of `epoch`, yielding each one's losses {name: scalar}: on the
@@ -541,7 +590,7 @@ class Trainer:
         sampled subgraphs of its tf.data pipeline or of sample.examples)."""
         if self.runner is not None:
             yield from self.runner.epoch(lambda replicas: self._shares(epoch, replicas),
-                                         self.batches.steps)
+                                         self.steps_per_epoch)
             return
         rng = np.random.default_rng([self.config.train.seed, epoch, 1])
         for view, y, candidates in self.graphs.epoch(self.batches, epoch, self.objective):

@@ -62,8 +62,7 @@ def _train(schema: str, config: Config, run: RunDir, progress: bool, log,
     start = time.perf_counter()
     distributed = config.model.kind != "popularity" and config.train.strategy != "default"
     if distributed:
-        from tfrec.train.distribute import check_mode, make_strategy
-        from tfrec.train.fit import training_mode
+        from tfrec.train.distribute import make_strategy
 
         make_strategy(config.train.strategy, config.train.shard_bytes)  # before any op
     prepared = prepare(schema, config, progress)
@@ -71,8 +70,6 @@ def _train(schema: str, config: Config, run: RunDir, progress: bool, log,
     features = feature_vocabularies(prepared.graph, prepared.data.schema)
     if warm is not None:
         warm.map(prepared.data.node_ids, features)
-    if distributed:
-        check_mode(config.train.strategy, training_mode(prepared, config))
     check_blend_size(prepared, config)
     if config.model.kind != "popularity" and config.sample.examples:
         from tfrec.train.fit import sampled_files
