@@ -34,8 +34,9 @@ USERS_PER_DRAW = 1000
 
 
 def generate(out: Path, size: int, seed: int = 0) -> Path:
-    """Writes a scaled-up e-commerce catalogue of about `size` interactions to `out`; returns
-    its schema file."""
+    """Writes a scaled-up e-commerce catalogue of about `size` interactions to `out`, streamed
+    (each draw of users is appended to users.tsv and interactions.tsv, so memory holds one
+    draw); returns its schema file (written last: its presence marks a complete folder)."""
     from tfrec.data import ecommerce
 
     schema = out / "schema.pbtxt"
@@ -45,15 +46,16 @@ def generate(out: Path, size: int, seed: int = 0) -> Path:
     rng = np.random.default_rng(seed)
     ecommerce.NUM_ITEMS = min(20_000, max(2000, size // 50))
     entities, item_entity, entity_entity, items, facts, sizes = ecommerce._catalogue(rng)
+    ecommerce.write_tables(out, entities, item_entity, entity_entity, items, [], [])
     ecommerce.NUM_USERS = USERS_PER_DRAW
-    users, interactions = [], []
-    while len(interactions) < size:  # users in draws of 1,000 from the same catalogue
+    users = interactions = 0
+    while interactions < size:  # users in draws of 1,000 from the same catalogue
         drawn_users, drawn = ecommerce._interactions(rng, facts, sizes)
-        rename = {u[0]: f"U{len(users) + k:08d}" for k, u in enumerate(drawn_users)}
-        users += [(rename[u[0]], *u[1:]) for u in drawn_users]
-        interactions += [(rename[r[0]], *r[1:]) for r in drawn]
-    ecommerce.write_tables(out, entities, item_entity, entity_entity, items, users,
-                           interactions)
+        rename = {u[0]: f"U{users + k:08d}" for k, u in enumerate(drawn_users)}
+        ecommerce.append_rows(out / "users.tsv", ((rename[u[0]], *u[1:]) for u in drawn_users))
+        ecommerce.append_rows(out / "interactions.tsv",
+                              ((rename[r[0]], *r[1:]) for r in drawn))
+        users, interactions = users + len(drawn_users), interactions + len(drawn)
     text = (ROOT / "schemas/ecommerce.pbtxt").read_text().replace("tfrec:ecommerce/", "")
     schema.write_text(text)
     return schema
