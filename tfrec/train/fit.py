@@ -199,8 +199,8 @@ class SampledGraph:
     pipeline for the whole fit (traced and optimised once), which samples the next batches,
     across epoch ends too, while the current step runs."""
 
-    def __init__(self, sampler: SubgraphSampler):
-        self.sampler = sampler
+    def __init__(self, sampler: SubgraphSampler, parallel: int = 1):
+        self.sampler, self.parallel = sampler, parallel  # sample.parallel: map calls in flight
         self._next = None  # (epoch the pipeline is at, its iterator)
 
     def batch(self, users: np.ndarray, items: np.ndarray) -> Subgraph:
@@ -223,7 +223,8 @@ class SampledGraph:
         signature = (tf.TensorSpec([b], tf.int32), tf.TensorSpec([b], tf.int32),
                      tf.TensorSpec([b], tf.float32))
         return tf.data.Dataset.from_generator(pairs, output_signature=signature).map(
-            sample).prefetch(tf.data.AUTOTUNE)
+            sample, num_parallel_calls=self.parallel, deterministic=True
+        ).prefetch(tf.data.AUTOTUNE)
 
     def epoch(self, batches: "Batches", epoch: int, objective: "Objective"):
         """Yields (Subgraph, labels [B], candidates [C]) for each step of `epoch`; the
@@ -378,8 +379,9 @@ class Trainer:
             if init is not None:  # e.g. a warm start's weights (a resumed run restores over them)
                 init(self.trained)
             self.objective = Objective(prepared, config, self.trained, self.batches)
-        self.graphs = files or (SampledGraph(self.trained.sampler) if self.mode == "sampled"
-                                else FullGraph(self.trained.graph))
+        self.graphs = files or (
+            SampledGraph(self.trained.sampler, config.sample.parallel) if self.mode == "sampled"
+            else FullGraph(self.trained.graph))
         self.metric = config.eval.early_stop
         ckpt = self.trained.checkpoint
         self.resume_from = run.latest_checkpoint()  # checked: TfrecError naming a damaged file
