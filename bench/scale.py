@@ -1,7 +1,7 @@
 """Full-graph vs sampled training cost on synthetic e-commerce graphs of growing size.
 
 Run: TF_USE_LEGACY_KERAS=1 .venv/bin/python bench/scale.py [--sizes 1e5,1e6,1e7] [--steps 5]
-         [--modes full,sampled] [--fanouts 10,10,5] [--layers 3] [--batch 8192]
+         [--modes sampled,full] [--fanouts 10,10,5] [--layers 3] [--batch 8192]
          [--negatives all] [--parallel 1] [--full-up-to 1.5e6] [--out /tmp/tfrec-scale2]
 Each size is the e-commerce generator (tfrec.data.ecommerce) scaled up: its catalogue with
 items = interactions / 50 (2,000 to 20,000) and users drawn 1,000 at a time from the same
@@ -180,7 +180,7 @@ def measure(schema: str, mode: str, steps: int, settings: dict) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="1e5,1e6,1e7")
-    parser.add_argument("--modes", default="full,sampled")
+    parser.add_argument("--modes", default="sampled,full")
     parser.add_argument("--full-up-to", type=float, default=1.5e6,
                         help="full-graph runs only up to this many interactions")
     parser.add_argument("--steps", type=int, default=5)
@@ -209,7 +209,7 @@ def main() -> None:
               f"({time.perf_counter() - clock:.0f} s)", flush=True)
         for mode in args.modes.split(","):
             if mode == "full" and size > args.full_up_to:
-                print(f"   full: not run above {args.full_up_to:.0e} interactions (a full-graph "
+                print(f"   full: not run above {args.full_up_to:,.0f} interactions (a full-graph "
                       "step embeds every edge: hours an epoch, and memory beyond this host's "
                       "share)", flush=True)
                 continue
@@ -237,7 +237,7 @@ def main() -> None:
               f"{r['steps_per_epoch']:>7}{r['epoch_s_extrapolated']:>10.0f}"
               f"{r['epoch_cpu_s_extrapolated']:>10.0f}{r['peak_mib'] / 1024:>9.2f}"
               f"{r['load']:>6.1f}")
-    sampled = [r for r in rows if r["mode"] == "sampled"]
+    sampled = sorted((r for r in rows if r["mode"] == "sampled"), key=lambda r: r["interactions"])
     for a, b in zip(sampled, sampled[1:]):
         grow = b["interactions"] / a["interactions"]
         print(f"sampled {a['interactions']} -> {b['interactions']} interactions (x{grow:.1f}): "
