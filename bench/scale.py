@@ -25,6 +25,7 @@ of the sampled epoch against the growth of the interactions (linear: equal facto
 """
 
 import argparse
+import itertools
 import json
 import os
 import resource
@@ -150,7 +151,8 @@ def measure(schema: str, mode: str, steps: int, settings: dict) -> dict:
         figures["sample_trace_s"], figures["sample_s"] = draws[0], float(np.mean(draws[1:]))
         figures["sample_cpu_s"] = float(np.mean(cpu[1:]))
         figures["subgraph_edges"] = sum(int(e.total_size) for e in view.graph.edge_sets.values())
-    views = trainer.graphs.epoch(batches, 1, trainer.objective)
+    views = itertools.chain.from_iterable(  # epochs 1, 2, ...: small graphs have few steps
+        trainer.graphs.epoch(batches, epoch, trainer.objective) for epoch in itertools.count(1))
     fresh = tf.zeros([0], tf.int32)
 
     def step():
