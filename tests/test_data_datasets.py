@@ -63,6 +63,11 @@ def test_movielens_temporal_split_orders_time(movielens):
 DIGESTS = {
     "entities.tsv": "6c8c1ca3602146e8d5c9ee9144d44737d6b0f812b0943b078bf586ea04775eee",
     "entity_entity.tsv": "1669457f629bd184e6919f4202519ba801b780b5d0b2dd381581d82152dd36d7",
+    # these four pin the vectorised interaction draw to the per-user loop it replaced
+    "interactions.tsv": "7ebf0c3953a60fba6ed41f9f368573f3ee3d0f1b1240c02df5579b1428460751",
+    "item_entity.tsv": "7502a3fd803c886cef5158827ceb0dbf9bf861487ed90f1c4dc364d0cd5e1899",
+    "items.tsv": "a68c324ee375b21038a6e392e02486f9c8fc2327cac177d72b57e32f0b4c9ade",
+    "users.tsv": "d1081844c84f6fc306298fbd4dc87e6e54836cba3129952551fd79458ece683f",
 }
 
 

@@ -1,14 +1,18 @@
 """Sampled subgraphs (tfrec.data.sampling) on the planted graph of test_model_planted: the
-spec's fan-outs per edge set and hop, subgraphs that hold only model-graph edges whose "row"
+spec's fan-outs per edge set and hop, the O(k) edge draw, subgraphs that hold only model-graph edges whose "row"
 features name the right global nodes, and never the batch's own (user, item) edges."""
+
+import itertools
 
 import numpy as np
 import pytest
+import tensorflow as tf
 import tensorflow_gnn as tfgnn
+from tensorflow_gnn.experimental import sampler as tfgnn_sampler
 from test_model_planted import planted  # noqa: F401 (a fixture)
 
 from tfrec.config import config_from_dict
-from tfrec.data.sampling import SubgraphSampler, sampling_spec
+from tfrec.data.sampling import EdgeDraws, SubgraphSampler, choose, sampling_spec
 from tfrec.train.prepare import prepare
 
 
@@ -105,3 +109,39 @@ def test_each_seed_user_gets_its_fanout_of_training_edges(prepared):
     assert sorted(np.bincount(source[drawn], minlength=40)[[0, 25]]) == [4, 4]
     assert set(rows["user"].tolist()) == {0, 25}
     assert set(rows["item"].tolist()) == set(target[drawn].tolist())
+
+
+def test_choose_keeps_every_edge_up_to_k_and_k_distinct_ones_uniformly_above():
+    """Floyd's draw (sampling.choose): degree <= k keeps every position; above, k distinct
+    positions in range, each k-subset equally likely. 20,000 rows of degree 5, k = 2: each of
+    the C(5, 2) = 10 pairs has probability 1/10 (std of its share sqrt(.1 x .9 / 20000) =
+    0.0021; bound 0.011, over 5 std)."""
+    picks = choose(tf.constant([0, 1, 3, 2, 7, 1 << 40], tf.int64), 2, seed=7).to_list()
+    assert [len(p) for p in picks] == [0, 1, 2, 2, 2, 2]
+    assert picks[1] == [0] and sorted(picks[3]) == [0, 1]
+    assert all(len(set(p)) == 2 and 0 <= min(p) and max(p) < d
+               for p, d in zip(picks[2:], [3, 2, 7, 1 << 40]))
+    pairs = [tuple(sorted(p)) for p in choose(tf.fill([20000], 5), 2, seed=7).to_list()]
+    share = {pair: pairs.count(pair) / len(pairs) for pair in itertools.combinations(range(5), 2)}
+    assert sum(share.values()) == 1.0 and max(abs(s - 0.1) for s in share.values()) < 0.011
+
+
+def test_edge_draws_returns_tf_gnn_samplers_output_with_min_k_degree_real_edges():
+    """EdgeDraws (the O(k) draw in TF-GNN's InMemUniformEdgesSampler) on edges 0->1, 0->2,
+    0->3, 1->0, 2->0, 2->1 with k = 2, seeds [[0, 2], [1]]: TF-GNN's features and row lengths
+    (2 + 2, 1), each drawn edge a real edge of its seed, none twice; k = 3 gives every edge."""
+    source, target = tf.constant([0, 0, 0, 1, 2, 2]), tf.constant([1, 2, 3, 0, 0, 1])
+    eid = tf.range(6)
+    seeds = tf.ragged.constant([[0, 2], [1]])
+    mine = EdgeDraws(4, source, target, {"eid": eid}, sample_size=2, seed=1)(seeds)
+    theirs = tfgnn_sampler.InMemUniformEdgesSampler(
+        4, source, target, {"eid": eid}, sample_size=2, seed=1)(seeds)
+    assert sorted(mine) == sorted(theirs) == ["#source", "#target", "eid"]
+    assert mine["eid"].row_lengths().numpy().tolist() == \
+        theirs["eid"].row_lengths().numpy().tolist() == [4, 1]
+    drawn = mine["eid"].values.numpy()
+    assert len(set(drawn.tolist())) == 5 and set(drawn[:2]) <= {0, 1, 2} \
+        and set(drawn[2:4]) == {4, 5} and drawn[4] == 3
+    assert (mine["#target"].values.numpy() == target.numpy()[drawn]).all()
+    every = EdgeDraws(4, source, target, {"eid": eid}, sample_size=3)(seeds)
+    assert sorted(every["eid"].values.numpy().tolist()) == [0, 1, 2, 3, 4, 5]

@@ -62,7 +62,10 @@ def test_auto_mode_samples_above_the_edge_threshold(planted):  # noqa: F811
     ({"sample": {"auto_edges": 0}}, "config key sample.auto_edges is 0, but it must be at "
                                     "least 1"),
     ({"sample": {"fanout": [3]}}, "unknown config key sample.fanout (known in [sample]: "
-                                  "fanouts, auto_edges, inference, inference_batch, examples)"),
+                                  "fanouts, auto_edges, inference, inference_batch, parallel, "
+                                  "examples)"),
+    ({"sample": {"parallel": 0}}, "config key sample.parallel is 0, but it must be between 1 "
+                                  "and 64"),
     ({"sample": {"inference": "batched"}}, "config key sample.inference is 'batched', but it "
                                            "must be one of auto, full, sampled"),
 ])
@@ -80,6 +83,7 @@ def test_sampling_config_defaults():
     assert config.sample.inference == "auto"
     assert config.sample.inference_batch == 4096
     assert config.sample.examples == ""  # sampled training samples in memory
+    assert config.sample.parallel == 1  # one subgraph drawn at a time: reproducible draws
 
 
 def test_a_run_folder_from_before_the_sampling_keys_still_resumes(tmp_path):
@@ -104,8 +108,9 @@ def test_the_pipeline_yields_the_subgraphs_of_the_direct_call(planted, tmp_path)
     """With fan-outs above every degree the sample is every edge within reach, so the tf.data
     pipeline (sampling in Dataset.map, prefetched) and a direct call on the same batch must give
     the same subgraph: same nodes (global rows), same edges, same batch positions; the
-    candidates are the subgraph's items seen in training; the step compiles once."""
-    config = _config(planted, "sampled", fanouts=[50, 50])
+    candidates are the subgraph's items seen in training; the step compiles once. Two batches
+    are sampled at once (sample.parallel = 2): the subgraphs still come in batch order."""
+    config = _config(planted, "sampled", fanouts=[50, 50], parallel=2)
     prepared = prepare(str(planted / "schema.pbtxt"), config, progress=False)
     trainer = Trainer(prepared, config, RunDir(tmp_path / "run"), False, lambda s: None)
     rows = trainer.batches.rows(1)

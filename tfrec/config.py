@@ -7,7 +7,7 @@ A config file has up to eight sections, each optional, each key optional (defaul
     [train]  epochs = 40, batch_size = 8192, learning_rate = 0.01, ...
     [split]  method = "random", ratios = [0.8, 0.1, 0.1], seed = 0
     [eval]   ks = [10, 20], early_stop = "ndcg@20"
-    [sample] fanouts = [10, 10, 5], auto_edges = 200000, inference = "auto", ...
+    [sample] fanouts = [10, 10, 5], auto_edges = 200000, inference = "auto", parallel = 1, ...
     [search] strategy = "evolution", trials = 20, conv = ["lightgcn", ...], ... (tfrec search)
     [blend]  item_item = "off", regs = [50.0, ...], weights = [...], methods = [...], max_items
 
@@ -166,7 +166,11 @@ class SampleConfig(Validated):
     sampled neighbourhood with these fanouts; tfrec.train.inference) or "auto" ("sampled"
     above auto_edges training interactions). examples: "" = sampled training draws its
     subgraphs in memory; else a folder written by `tfrec data sample` (TF-GNN's Beam sampler,
-    same schema, split and fanouts) whose examples it reads instead, one pass an epoch."""
+    same schema, split and fanouts) whose examples it reads instead, one pass an epoch.
+    parallel: how many batches' subgraphs the training pipeline samples at once (tf.data map
+    calls in flight, ahead of the step; in batch order either way). 1 draws the same subgraphs
+    run after run; more use more cores, but the sampler's random stream is then shared in
+    thread order, so the draws are no longer reproducible."""
 
     fanouts: tuple[int, ...] = dataclasses.field(default=(10, 10, 5), metadata={
         "range": (1, 10000, None), "note": "edges per node and edge set, one number per hop"})
@@ -175,6 +179,8 @@ class SampleConfig(Validated):
         "choices": ("auto", "full", "sampled"),
         "note": '"full" graph, "sampled" neighbourhoods, or "auto" (by auto_edges)'})
     inference_batch: int = _range(4096, 1, 1 << 20)
+    parallel: int = dataclasses.field(default=1, metadata={
+        "range": (1, 64, None), "note": "subgraphs sampled at once (1: reproducible draws)"})
     examples: str = dataclasses.field(default="", metadata={
         "note": '"" (sample in memory) or a `tfrec data sample --out` folder to train from'})
 

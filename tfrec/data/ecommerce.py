@@ -103,6 +103,7 @@ ADJECTIVES = {
 }
 AGE_BANDS = ["18-24", "25-34", "35-49", "50-64", "65+"]
 REGIONS = ["north", "south", "east", "west", "central"]
+EVENTS = {3: "purchase", 2: "cart", 1: "view"}  # weight -> event
 
 
 def _slug(text: str) -> str:
@@ -112,8 +113,13 @@ def _slug(text: str) -> str:
 def _tsv(path: Path, header: list[str], rows) -> None:
     with open(path, "w", encoding="utf-8", newline="\n") as f:
         f.write("\t".join(header) + "\n")
-        for row in rows:
-            f.write("\t".join(str(v) for v in row) + "\n")
+    append_rows(path, rows)
+
+
+def append_rows(path: Path, rows) -> None:
+    """Appends `rows` (tuples) to the TSV table at `path` (streamed writers: bench/scale.py)."""
+    with open(path, "a", encoding="utf-8", newline="\n") as f:
+        f.writelines("\t".join(str(v) for v in row) + "\n" for row in rows)
 
 
 def _catalogue(rng):
@@ -185,8 +191,9 @@ def _interactions(rng, facts, sizes):
     users = [(f"U{u:05d}", AGE_BANDS[age[u]], REGIONS[region[u]]) for u in range(NUM_USERS)]
 
     popularity = rng.lognormal(0.0, 1.0, size=NUM_ITEMS)
-    affinity = (np.log(top_taste[:, facts["top"]] + 1e-4)
-                + 0.7 * np.log(leaf_taste[:, facts["leaf"]] + 1e-4)
+    # the logs are taken on the [U, facts] tables before the gather to [U, I]: same floats
+    affinity = (np.log(top_taste + 1e-4)[:, facts["top"]]
+                + 0.7 * np.log(leaf_taste + 1e-4)[:, facts["leaf"]]
                 + 1.5 * brand_like[:, facts["brand"]]
                 + 1.0 * use_like[:, facts["use"]]
                 + 0.7 * material_like[:, facts["material"]]
@@ -194,22 +201,26 @@ def _interactions(rng, facts, sizes):
                 + 0.6 * np.log(popularity)[None, :])  # [U, I]
     cold = rng.random(NUM_ITEMS) < COLD_FRACTION
     affinity[:, cold] = -np.inf
+    median = np.median(affinity[:, ~cold], axis=1)  # [U]
 
     counts = np.clip(rng.lognormal(np.log(18), 0.6, size=NUM_USERS), 5, 120).astype(int)
-    gumbel = rng.gumbel(size=affinity.shape)
-    order = np.argsort(-(affinity + gumbel), axis=1)  # Gumbel top-k = sampling without replacement
+    noisy = affinity + rng.gumbel(size=affinity.shape)
+    # Gumbel top-k = sampling without replacement: the counts.max() best of each row, in order
+    top = np.argpartition(-noisy, counts.max() - 1, axis=1)[:, :counts.max()]
+    order = np.take_along_axis(top, np.argsort(-np.take_along_axis(noisy, top, 1), axis=1), 1)
     start = 1767225600  # 2026-01-01 UTC
     rows = []
     for u in range(NUM_USERS):
         picked = order[u, :counts[u]]
         first = start + int(rng.integers(0, 120 * 86400))
         times = np.sort(first + rng.integers(0, 60 * 86400, size=counts[u]))
-        strength = affinity[u, picked] - np.median(affinity[u, np.isfinite(affinity[u])])
+        strength = affinity[u, picked] - median[u]
         r = rng.random(counts[u])
         p_buy = 0.02 + 0.13 / (1.0 + np.exp(-strength))
-        for item, t, x, pb in zip(picked, times, r, p_buy):
-            event, weight = ("purchase", 3) if x < pb else ("cart", 2) if x < 3 * pb else ("view", 1)
-            rows.append((f"U{u:05d}", f"P{item:05d}", event, weight, int(t)))
+        event = np.where(r < p_buy, 3, np.where(r < 3 * p_buy, 2, 1))  # purchase, cart, view
+        user = f"U{u:05d}"
+        rows += [(user, f"P{item:05d}", EVENTS[w], w, t)
+                 for item, t, w in zip(picked.tolist(), times.tolist(), event.tolist())]
     rows.sort(key=lambda row: (row[4], row[0], row[1]))
     return users, rows
 

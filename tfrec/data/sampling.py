@@ -86,6 +86,47 @@ class Subgraph:
         return self.graph, self.users, self.items, self.item_rows
 
 
+def choose(degrees: tf.Tensor, k: int, seed: int | None = None) -> tf.RaggedTensor:
+    """degrees [N] int -> [N, (min(k, degrees[n]))] int64: for each n, distinct positions in
+    [0, degrees[n]), a uniformly random subset (all of them where degrees[n] <= k), in O(N k^2)
+    whatever the degrees: Floyd's algorithm, its k rounds vectorised over the N rows (round j
+    draws t uniform in [0, d - k + j] and keeps t, or d - k + j if t was already kept)."""
+    d = tf.cast(degrees, tf.int64)
+    n = tf.shape(d, tf.int64)[0]
+    uniform = tf.random.uniform([n, k], dtype=tf.float64, seed=seed)  # one op: k streams
+    kept = tf.zeros([n, 0], tf.int64)
+    for j in range(k):
+        bound = d - k + j
+        t = tf.minimum(tf.cast(uniform[:, j] * tf.cast(bound + 1, tf.float64), tf.int64), bound)
+        seen = tf.reduce_any(kept == t[:, None], axis=1)
+        kept = tf.concat([kept, tf.where(seen, bound, t)[:, None]], 1)
+    every = tf.range(k, dtype=tf.int64)[None, :]  # rows with degree <= k keep all their edges
+    picks = tf.where((d <= k)[:, None], every, kept)
+    return tf.ragged.boolean_mask(picks, every < d[:, None])
+
+
+class EdgeDraws(tfgnn_sampler.InMemUniformEdgesSampler):
+    """TF-GNN's in-memory uniform edge sampler (its edges sorted by source and features kept
+    as it builds them; the same call and output), drawing a node's sample_size edges with
+    `choose`: O(nodes x sample_size) a call. TF-GNN 1.0.3's open-source draw
+    (ext_ops_vectorized.ragged_choice) shuffles EVERY edge of every node it samples from (its
+    constant-time kernel is not open source), so one hop from the items cost the whole
+    interaction edge set, each step: sampled training grew with the square of the graph."""
+
+    def call(self, source_node_ids: tf.RaggedTensor) -> dict:
+        offsets, degrees = tf.unstack(tf.cast(tf.gather(
+            self._partition_by_source, source_node_ids.values), tf.int64), 2, axis=1)
+        picks = choose(degrees, self.sample_size, self._seed)
+        edges = tf.gather(self._sort_index, (picks + offsets[:, None]).values)
+        per_source = tf.math.unsorted_segment_sum(
+            picks.row_lengths(), source_node_ids.value_rowids(), source_node_ids.nrows())
+        splits = tf.concat([[0], tf.cumsum(tf.cast(per_source, source_node_ids.row_splits.dtype))],
+                           0)
+        return {name: tf.RaggedTensor.from_row_splits(tf.gather(field, edges), splits,
+                                                      validate=False)
+                for name, field in self._fields.items()}
+
+
 def _sorted_unique(values: tf.Tensor) -> tf.Tensor:
     return tf.sort(tf.unique(values).y)
 
@@ -137,7 +178,7 @@ class SubgraphSampler:
             for op in spec.sampling_ops:
                 key = (op.edge_set_name, op.sample_size)
                 if key not in self.draws:
-                    self.draws[key] = tfgnn_sampler.InMemUniformEdgesSampler.from_graph_tensor(
+                    self.draws[key] = EdgeDraws.from_graph_tensor(
                         index_graph, op.edge_set_name, sample_size=op.sample_size,
                         seed=None if seed is None else seed + len(self.draws),
                         name=f"{op.edge_set_name}.{op.sample_size}")

@@ -6,6 +6,7 @@ is dropped and blank lines are skipped. Row numbers in messages are file line nu
 header is line 1), blank lines counted.
 """
 
+import array
 import csv
 import errno
 import importlib.resources
@@ -20,6 +21,7 @@ from tfrec.schema.loader import FeatureSpec, Schema
 # The longest field a table may hold (csv's own default, 131,072 characters, is too small for
 # long item descriptions); a longer one is refused naming its line.
 MAX_FIELD_CHARS = 1 << 28
+SHARED, SHARED_RATIO = 4096, 4  # see _read_columns
 
 
 # Packages that carry data files ("PREFIX:REL" is PACKAGE/dataset_example/REL), with the pip
@@ -58,12 +60,11 @@ class Table:
     """A table's columns, read as strings: `columns[name]` is a list, `name` the file's name,
     `lines[row]` the file line number of data row `row`."""
 
-    def __init__(self, name: str, header: list[str], rows: list[list[str]],
-                 lines: list[int] | None = None):
+    def __init__(self, name: str, header: list[str], columns: list[list[str]], lines):
         self.name = name
-        self.columns = {h: [r[i] for r in rows] for i, h in enumerate(header)}
-        self.num_rows = len(rows)
-        self.lines = lines if lines is not None else list(range(2, len(rows) + 2))
+        self.columns = dict(zip(header, columns))
+        self.lines = lines
+        self.num_rows = len(lines)
 
     def line(self, row: int) -> int:
         """The file line number of data row `row` (0-based)."""
@@ -110,11 +111,10 @@ def read_table(file, display_name: str) -> Table:
         with file.open("r", encoding="utf-8-sig", newline="") as f:
             reader = csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE)
             header = next(reader, None)
-            rows, lines = [], []
-            for row in reader:
-                if row:  # a blank line is not a row
-                    rows.append(row)
-                    lines.append(reader.line_num)
+            if header is None:
+                raise TfrecError(f"{where} is empty (no header row)")
+            header = _header(header, where)
+            columns, lines = _read_columns(reader, len(header), where)
     except UnicodeDecodeError as e:
         raise TfrecError(f"{where} is not UTF-8 text ({e.reason})") from None
     except csv.Error as e:
@@ -125,8 +125,13 @@ def read_table(file, display_name: str) -> Table:
         raise TfrecError(f"{where}, line {line}: not a readable TSV row ({e})") from None
     except OSError as e:
         raise TfrecError(f"{where} {_os_problem(e)}") from None
-    if header is None:
-        raise TfrecError(f"{where} is empty (no header row)")
+    if not lines:
+        raise TfrecError(f"{where} has a header but no data rows")
+    return Table(display_name, header, columns, lines)
+
+
+def _header(header: list[str], where: str) -> list[str]:
+    """The column names (a ":type" suffix dropped); TfrecError on a name given twice."""
     header = [h.split(":", 1)[0].strip() for h in header]
     first = {}
     for i, h in enumerate(header):
@@ -134,13 +139,31 @@ def read_table(file, display_name: str) -> Table:
             raise TfrecError(f"{where}, line 1: column {h!r} appears twice in the header "
                              f"(columns {first[h] + 1} and {i + 1})")
         first[h] = i
-    if not rows:
-        raise TfrecError(f"{where} has a header but no data rows")
-    for r, line in zip(rows, lines):
-        if len(r) != len(header):
-            raise TfrecError(f"{where}, line {line}: {len(r)} fields, but the header has "
-                             f"{len(header)}")
-    return Table(display_name, header, rows, lines)
+    return header
+
+
+def _read_columns(reader, width: int, where: str):
+    """([width] column lists, file line of each row) of the csv `reader`'s rows, blank lines
+    skipped; TfrecError on a row of another width. A value repeated in its column (ids, event
+    names) is one string object for all its rows while the column repeats itself (checked
+    every SHARED rows: at most one distinct value in SHARED_RATIO rows): 1e6 interactions
+    held 460 MB as a string per field."""
+    columns = [[] for _ in range(width)]
+    shared = [{} for _ in range(width)]  # value -> its one string object; None: not shared
+    lines = array.array("q")
+    for row in reader:
+        if not row:  # a blank line is not a row
+            continue
+        if len(row) != width:
+            raise TfrecError(f"{where}, line {reader.line_num}: {len(row)} fields, but the "
+                             f"header has {width}")
+        for values, seen, v in zip(columns, shared, row):
+            values.append(v if seen is None else seen.setdefault(v, v))
+        lines.append(reader.line_num)
+        if len(lines) % SHARED == 0:  # a column of mostly distinct values stops sharing
+            shared = [None if s is None or len(s) > len(lines) // SHARED_RATIO else s
+                      for s in shared]
+    return columns, lines
 
 
 def _os_problem(e: OSError) -> str:

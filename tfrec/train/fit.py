@@ -219,8 +219,8 @@ class SampledGraph:
     pipeline for the whole fit (traced and optimised once), which samples the next batches,
     across epoch ends too, while the current step runs."""
 
-    def __init__(self, sampler: SubgraphSampler):
-        self.sampler = sampler
+    def __init__(self, sampler: SubgraphSampler, parallel: int = 1):
+        self.sampler, self.parallel = sampler, parallel  # sample.parallel: map calls in flight
         self._next = None  # (epoch the pipeline is at, its iterator)
 
     def batch(self, users: np.ndarray, items: np.ndarray) -> Subgraph:
@@ -240,7 +240,8 @@ class SampledGraph:
                 out["fresh"] = tf.searchsorted(item_rows, pair["fresh"])
             return out
 
-        return pairs.map(sample).prefetch(tf.data.AUTOTUNE)
+        return pairs.map(sample, num_parallel_calls=self.parallel, deterministic=True
+                         ).prefetch(tf.data.AUTOTUNE)
 
     def dataset(self, batches: "Batches", first_epoch: int, objective: "Objective"):
         """The steps of epochs first_epoch, first_epoch + 1, ... as a tf.data.Dataset of
@@ -445,8 +446,9 @@ class Trainer:
             if init is not None:  # e.g. a warm start's weights (a resumed run restores over them)
                 init(self.trained, self.optimizers["optimizer"], self.variables[0])
             self.objective = Objective(prepared, config, self.trained, self.batches)
-        self.graphs = files or (SampledGraph(self.trained.sampler) if self.mode == "sampled"
-                                else FullGraph(self.trained.graph))
+        self.graphs = files or (
+            SampledGraph(self.trained.sampler, config.sample.parallel) if self.mode == "sampled"
+            else FullGraph(self.trained.graph))
         self.metric = config.eval.early_stop
         ckpt = self.trained.checkpoint
         self.resume_from = run.latest_checkpoint()  # checked: TfrecError naming a damaged file
