@@ -63,8 +63,9 @@ FAST = {"epochs": TRAINED, "learning_rate": 0.005}
 # Non-neural models fit in one "epoch". Anything not set is RecBole 1.2.1's default.
 PEERS = {
     "Pop": ({"epochs": 1}, None),
-    "ItemKNN": ({"epochs": 1}, [{"k": k} for k in (50, 100, 200)]),
-    "EASE": ({"epochs": 1}, [{"reg_weight": w} for w in (100.0, 250.0, 500.0, 1000.0)]),
+    "ItemKNN": ({"epochs": 1}, [{"k": k} for k in (50, 100, 200, 400)]),
+    "EASE": ({"epochs": 1}, [{"reg_weight": w} for w in (100.0, 250.0, 500.0, 1000.0, 2000.0,
+                                                          3000.0, 5000.0)]),
     "ADMMSLIM": ({"epochs": 1}, None),
     "SLIMElastic": ({"epochs": 1}, None),
     "MultiVAE": ({"epochs": TRAINED, "latent_dimension": 64}, None),
