@@ -98,16 +98,16 @@ def choose_blend(base_fn: ScoreFn, history: Csr, item_item: Callable[[float], np
     """Tries every (reg, method, weight > 0) of the grid on the validation metric.
 
     base_fn: the model's score function; history: training CSR; item_item: reg -> B [I, I]
-    fitted on that history (e.g. EASE: `ease_weights(gram(history), reg)`); users: the rows `valid_metric` scores (users with a validation target);
-    valid_metric: score_fn -> the validation metric (higher is better; it must read no test
+    fitted on that history (e.g. EASE: `ease_weights(gram(history), reg)`); users: the rows
+    `valid_metric` scores (users with a validation target); valid_metric: score_fn -> the validation metric (higher is better; it must read no test
     data). Returns (the best blend, or None when no blend beats the model alone (weight 0),
     and a report: the model alone, the chosen point, every grid point).
     """
     users = np.asarray(users, np.int64)
     position = np.full(len(history[0]) - 1, -1, np.int64)
     position[users] = np.arange(len(users))
-    base = base_fn(users)  # [V, I]: only the scored users are kept
-    alone = valid_metric(base_fn)
+    base = base_fn(users)  # [V, I]: only the scored users are kept, scored once
+    alone = valid_metric(lambda rows: base[position[rows]])
     best, best_value, grid = None, alone, []
     own = {method: normalize(base, method) for method in methods}
     for reg in regs:
