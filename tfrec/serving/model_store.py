@@ -168,6 +168,7 @@ class ModelStore:
         self._lock = threading.Lock()  # guards _status
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self.on_swap: list[Callable[[], None]] = []  # called after each change of the served set
 
     # === Lifecycle ===
 
@@ -323,6 +324,8 @@ class ModelStore:
                 if self._status[version].state != END:  # keep a failed reload's error
                     self._status[version] = VersionStatus(version, END)
         log.info("model %s now serves version(s) %s", self.name, self.versions or "none")
+        for listener in self.on_swap:
+            listener()
 
     def _set_status(self, status: VersionStatus) -> None:
         with self._lock:
