@@ -16,7 +16,8 @@ Stages:
      `--swap-seconds S` copies a new version in every S s and removes the oldest (the server
      polls every second). The server's RSS is sampled every second: after `--warmup-seconds`
      (warm), at each minute and at the end; the merged TF calls are read from its metrics;
-  5. stop the server (SIGTERM, expect exit 0); run N threads calling the SavedModel's
+  5. stop the server (SIGTERM, expect exit 0) (with `--workers 1,2,...`, stages 3-5 again for
+     each value, one server after the other); run N threads calling the SavedModel's
      `serving_default` in this process for T seconds (the floor: no RPC, no protos, no JSON);
   6. one caller in this process, 300 calls per signature (one row): p50/p99 per signature;
   7. print QPS, p50/p95/p99, failed valid requests, accepted bad ones, server CPU per request,
@@ -27,6 +28,7 @@ Stages:
 
 Examples:
   .venv/bin/python bench/serving_grpc.py --synthetic --clients 8 --seconds 20
+  .venv/bin/python bench/serving_grpc.py --synthetic --seconds 15 --workers 1,2,1,2
   .venv/bin/python bench/serving_grpc.py --synthetic --api rest --seconds 20
   .venv/bin/python bench/serving_grpc.py --synthetic --soak
 """
@@ -82,44 +84,73 @@ def main() -> int:
               f"{args.api}, {args.seconds:g} s, {args.invalid:.0%} bad requests, swap every "
               f"{args.swap_seconds or 'never'} s, load {load_before}", flush=True)
 
-        server, address, rest = start_server(base, args)
-        pids = process_tree(server.pid)  # the supervisor and its workers, or the one server
-        rss = RssSampler(pids, args.warmup_seconds)
-        stop_swaps = threading.Event()
-        swapper = threading.Thread(target=swap_versions, args=(
-            Path(base), version, args.swap_seconds, stop_swaps), daemon=True)
-        try:
-            server_cpu, server_threads = cpu_seconds(pids), thread_cpu_seconds(pids)
-            rss.start()
-            if args.swap_seconds:
-                swapper.start()
-            remote = run_clients(address, name, users, num_items, args)
-            stop_swaps.set()
-            requests = max(remote["requests"] + remote["bad_requests"], 1)
-            remote["server_cpu_ms_per_request"] = (
-                (cpu_seconds(pids) - server_cpu) * 1e3 / requests)
-            remote["server_cpu_ms_by_thread"] = {
-                kind: (seconds - server_threads.get(kind, 0.0)) * 1e3 / requests
-                for kind, seconds in thread_cpu_seconds(pids).items()}
-            remote["client_cpu_ms_per_request"] = remote.pop("client_cpu") * 1e3 / requests
-            remote.update(rss.stop())
-            remote["tf_calls"], remote["requests_per_tf_call"] = batch_sizes(rest)
-        finally:
-            stop_swaps.set()
-            server.send_signal(signal.SIGTERM)
-            server_exit = server.wait(timeout=60)
+        phases = [(workers, serve_phase(Path(base), version, name, users, num_items, args,
+                                        workers)) for workers in args.workers]
         floor = run_in_process(loaded, users, args, tf)
         per_signature = signature_latencies(loaded, users, tf)
 
     load_after = load_average()
     label = "gRPC" if args.api == "grpc" else "REST"
-    print(f"{'':12}{'QPS':>8}{'p50 ms':>9}{'p95 ms':>9}{'p99 ms':>9}{'requests':>10}"
+    print(f"{'':16}{'QPS':>8}{'p50 ms':>9}{'p95 ms':>9}{'p99 ms':>9}{'requests':>10}"
           f"{'failed':>8}")
-    for row, stats in ((label, remote), ("in-process", floor)):
-        print(f"{row:12}{stats['qps']:8.0f}{stats['p50_ms']:9.2f}{stats['p95_ms']:9.2f}"
+    rows = [(f"{label}, {w} worker{'s' if w > 1 else ''}", remote) for w, (remote, _) in phases]
+    for row, stats in rows + [("in-process", floor)]:
+        print(f"{row:16}{stats['qps']:8.0f}{stats['p50_ms']:9.2f}{stats['p95_ms']:9.2f}"
               f"{stats['p99_ms']:9.2f}{stats['requests']:10d}{stats['errors']:8d}")
     print("in-process, one caller, 300 calls: " + "; ".join(
         f"{name} p50 {p50:.2f} ms p99 {p99:.2f} ms" for name, (p50, p99) in per_signature.items()))
+    failed, results = False, []
+    for (row, remote), (_, (_, server_exit)) in zip(rows, phases):
+        print(f"--- {row}")
+        ratios = report(label, remote, floor, args)
+        print(f"server exit code after SIGTERM: {server_exit}")
+        failed = failed or remote["errors"] or remote["bad_accepted"] or server_exit
+        results.append({"workers": row, "remote": remote, "ratios": ratios})
+    print(f"load before {load_before}, after {load_after}")
+    if args.json:
+        print(json.dumps({"phases": results, "in_process": floor,
+                          "per_signature_ms": per_signature,
+                          "load": [load_before, load_after], "config": vars(args) | {
+                              "model_base": str(args.model_base), "users": len(users)}},
+                         default=str))
+    return 1 if failed else 0
+
+
+def serve_phase(base: Path, version: int, name: str, users: list[bytes], num_items: int, args,
+                workers: int) -> tuple[dict, int]:
+    """Starts `tfrec serve --workers W`, runs the clients against it, stops it; (the clients'
+    figures with the server's CPU, RSS and batching, its exit code)."""
+    server, address, rest = start_server(base, args, workers)
+    pids = process_tree(server.pid)  # the supervisor and its workers, or the one server
+    rss = RssSampler(pids, args.warmup_seconds)
+    stop_swaps = threading.Event()
+    swapper = threading.Thread(target=swap_versions, args=(
+        base, version, args.swap_seconds, stop_swaps), daemon=True)
+    try:
+        server_cpu, server_threads = cpu_seconds(pids), thread_cpu_seconds(pids)
+        rss.start()
+        if args.swap_seconds:
+            swapper.start()
+        remote = run_clients(address, name, users, num_items, args)
+        stop_swaps.set()
+        requests = max(remote["requests"] + remote["bad_requests"], 1)
+        remote["server_cpu_ms_per_request"] = (
+            (cpu_seconds(pids) - server_cpu) * 1e3 / requests)
+        remote["server_cpu_ms_by_thread"] = {
+            kind: (seconds - server_threads.get(kind, 0.0)) * 1e3 / requests
+            for kind, seconds in thread_cpu_seconds(pids).items()}
+        remote["client_cpu_ms_per_request"] = remote.pop("client_cpu") * 1e3 / requests
+        remote.update(rss.stop())
+        remote["tf_calls"], remote["requests_per_tf_call"] = batch_sizes(rest)
+    finally:
+        stop_swaps.set()
+        server.send_signal(signal.SIGTERM)
+        server_exit = server.wait(timeout=60)
+    return remote, server_exit
+
+
+def report(label: str, remote: dict, floor: dict, args) -> dict:
+    """Prints one phase's ratios to the floor, CPU, batching, RSS and the targets; the ratios."""
     ratios = {"qps": remote["qps"] / max(floor["qps"], 1e-9),
               "p50": remote["p50_ms"] / max(floor["p50_ms"], 1e-9),
               "p99": remote["p99_ms"] / max(floor["p99_ms"], 1e-9)}
@@ -148,18 +179,9 @@ def main() -> int:
           f"({remote['qps']:.0f}); RSS growth after warm-up < 5% "
           f"{_met(remote['rss_growth_after_warmup'] < 0.05)} "
           f"({remote['rss_growth_after_warmup']:+.1%})")
-    print(f"server exit code after SIGTERM: {server_exit}; load before {load_before}, after "
-          f"{load_after}")
     if remote["errors"]:
         print(f"first failure: {remote['first_error']}")
-    if args.json:
-        print(json.dumps({"remote": remote, "in_process": floor, "ratios": ratios,
-                          "per_signature_ms": per_signature,
-                          "load": [load_before, load_after], "config": vars(args) | {
-                              "model_base": str(args.model_base), "users": len(users)}},
-                         default=str))
-    failed = remote["errors"] or remote["bad_accepted"] or server_exit
-    return 1 if failed else 0
+    return ratios
 
 
 def _met(ok: bool) -> str:
@@ -181,8 +203,10 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--k", type=int, default=10)
     parser.add_argument("--client-processes", type=int, default=1,
                         help="processes the client threads are spread over (default 1)")
-    parser.add_argument("--workers", type=int, default=1,
-                        help="server processes (tfrec serve --workers; default 1)")
+    parser.add_argument("--workers", type=lambda text: [int(w) for w in text.split(",")],
+                        default=[1], help="server processes (tfrec serve --workers; default "
+                        "1); a list such as 1,2,1,2 runs one server after the other, each "
+                        "against the same in-process floor")
     parser.add_argument("--server-threads", type=int, default=16,
                         help="request threads per server process (tfrec serve --threads)")
     parser.add_argument("--server-args", default="",
@@ -202,6 +226,8 @@ def parse_args() -> argparse.Namespace:
     for key, value in (soak if args.soak else plain).items():
         if getattr(args, key) is None:
             setattr(args, key, value)
+    if args.swap_seconds and len(args.workers) > 1:
+        parser.error("--swap-seconds (and --soak) take one --workers value")
     if args.warmup_seconds is None:
         args.warmup_seconds = args.seconds / 10
     return args
@@ -219,13 +245,13 @@ def read_users(path, loaded, tf) -> list[bytes]:
     return sorted(keys.numpy().tolist())
 
 
-def start_server(base: Path, args) -> tuple[subprocess.Popen, str, str]:
+def start_server(base: Path, args, workers: int) -> tuple[subprocess.Popen, str, str]:
     """`tfrec serve` on free ports in its own process (with REST, for its metrics); returns it,
     the HOST:PORT to ask and the HOST:PORT of REST."""
     command = [sys.executable, "-m", "tfrec.cli", "serve", "--model-base", str(base),
                "--port", "0", "--rest-port", "0",
                "--poll-seconds", "1" if args.swap_seconds else "0",
-               "--workers", str(args.workers), "--threads", str(args.server_threads),
+               "--workers", str(workers), "--threads", str(args.server_threads),
                *args.server_args.split()]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
                                text=True)
