@@ -15,6 +15,7 @@ period of the others). This process stays light (no TensorFlow) and:
      --grace-seconds), waits for them, removes the metrics folder, returns 0.
 """
 
+import ctypes
 import dataclasses
 import logging
 import multiprocessing as mp
@@ -34,6 +35,7 @@ log = logging.getLogger("tfrec.serving")
 MAX_RESTARTS = 5  # per minute; more means the workers keep dying: stop
 START_SECONDS = 600.0  # a worker that neither answers nor fails in this time is stuck
 MULTIPROCESS_DIR = "PROMETHEUS_MULTIPROC_DIR"  # as tfrec.serving.monitoring reads it
+PR_SET_PDEATHSIG = 1  # prctl(2)
 
 
 class Supervisor:
@@ -129,7 +131,8 @@ class Supervisor:
     def _spawn(self, index: int):
         config = dataclasses.replace(self.config, port=self.port, rest_port=self.rest_port)
         parent, child = self._context.Pipe(duplex=False)
-        process = self._context.Process(target=run_worker, args=(config, index, child),
+        process = self._context.Process(target=run_worker,
+                                        args=(config, index, child, os.getpid()),
                                         name=f"tfrec-serve-{index}", daemon=False)
         process.start()
         child.close()
@@ -173,13 +176,15 @@ def supervise(config: ServeConfig) -> int:
     return code
 
 
-def run_worker(config: ServeConfig, index: int, conn) -> None:
+def run_worker(config: ServeConfig, index: int, conn, parent: int) -> None:
     """One worker process: a whole server on the shared ports; tells `conn` ("ready", version)
-    or ("error", reason) and, once ready, serves until SIGTERM."""
+    or ("error", reason) and, once ready, serves until SIGTERM (sent by the supervisor, pid
+    `parent`, or by the kernel if the supervisor dies without stopping it)."""
     logging.basicConfig(level=logging.INFO,
                         format=f"%(asctime)s %(levelname)s [worker {index} pid %(process)d] "
                         "%(message)s")
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C: the supervisor stops us (SIGTERM)
+    _stop_with_parent(parent)
     try:
         from tfrec.serving.server import serve
 
@@ -188,6 +193,17 @@ def run_worker(config: ServeConfig, index: int, conn) -> None:
     except TfrecError as e:
         conn.send(("error", str(e)))
         raise SystemExit(2) from None
+
+
+def _stop_with_parent(parent: int) -> None:
+    """Asks Linux for SIGTERM when the supervisor dies (killed with SIGKILL, it cannot stop its
+    workers), so that no worker keeps the port without it."""
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    except (OSError, AttributeError):  # not Linux / glibc: the supervisor's stop() only
+        return
+    if os.getppid() != parent:  # it died before the request took effect
+        os.kill(os.getpid(), signal.SIGTERM)
 
 
 def _forget(pid: int) -> None:
