@@ -44,6 +44,7 @@ log = logging.getLogger("tfrec.serving")
 
 # ModelVersionStatus.State values (tensorflow_serving/apis/get_model_status.proto).
 LOADING, AVAILABLE, END = 20, 30, 50
+MAX_ENDED = 100  # statuses of unloaded versions kept for GetModelStatus (newest first)
 _INIT_OP = "__saved_model_init_op"
 
 
@@ -323,6 +324,7 @@ class ModelStore:
             with self._lock:
                 if self._status[version].state != END:  # keep a failed reload's error
                     self._status[version] = VersionStatus(version, END)
+                    self._forget_oldest_ended()
         log.info("model %s now serves version(s) %s", self.name, self.versions or "none")
         for listener in self.on_swap:
             listener()
@@ -330,6 +332,14 @@ class ModelStore:
     def _set_status(self, status: VersionStatus) -> None:
         with self._lock:
             self._status[status.version] = status
+            self._forget_oldest_ended()
+
+    def _forget_oldest_ended(self) -> None:
+        """Keeps the statuses of the newest MAX_ENDED unloaded versions only: a server swapping
+        every minute for months would otherwise keep one per version ever seen."""
+        ended = sorted(v for v, status in self._status.items() if status.state == END)
+        for version in ended[:-MAX_ENDED]:
+            del self._status[version]
 
 
 def release_memory() -> None:

@@ -7,6 +7,7 @@ Stages of `serve`:
   3. poll the base folder for new versions in a background thread (hot swap, see model_store),
   4. on SIGTERM / SIGINT stop accepting calls, let calls in flight finish for the grace period,
      stop polling, return 0.
+With --workers N, this whole server runs in each of N processes sharing the ports (supervisor).
 """
 
 import logging
