@@ -22,6 +22,7 @@ import multiprocessing as mp
 import os
 import shutil
 import signal
+import sys
 import tempfile
 import threading
 import time
@@ -81,12 +82,13 @@ class Supervisor:
                 self._restarts = [t for t in self._restarts if now - t < 60] + [now]
                 if len(self._restarts) > MAX_RESTARTS:
                     print(f"tfrec serve: workers exited {len(self._restarts)} times within a "
-                          "minute; stopping (see the log above for why)", flush=True)
+                          "minute; stopping (see the log above for why)", file=sys.stderr)
                     return 1
                 try:
                     self._await_ready(index, *self._spawn(index))
                 except TfrecError as e:
-                    print(f"tfrec serve: worker {index} could not be restarted: {e}", flush=True)
+                    print(f"tfrec serve: worker {index} could not be restarted: {e}",
+                          file=sys.stderr)
                     return 1
         return 0
 
