@@ -2,7 +2,7 @@
 both, a killed worker replaced, a clean stop.
 
 One server (a real `tfrec serve` process and its two spawned workers) is shared by the tests, in
-file order. Which worker answered a call is read from the access log, whose lines the workers
+file order; the default suite runs the first only (the others are marked slow). Which worker answered a call is read from the access log, whose lines the workers
 prefix with their pid; a fresh channel is a fresh connection, which the kernel hands to either
 worker (SO_REUSEPORT), so 16 of them reach both but with probability 2^-15.
 """
@@ -106,9 +106,13 @@ def served(tmp_path_factory):
     export_model(random_artifacts(num_users=20, num_items=50, dim=8, seed=3), base, version=1)
     server = Served(base)
     yield server
-    if server.process.poll() is None:
-        server.process.kill()
-        server.process.wait()
+    if server.process.poll() is None:  # the last test did not stop it
+        server.process.send_signal(signal.SIGTERM)
+        try:
+            server.process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            server.process.kill()  # its workers get SIGTERM from the kernel (PDEATHSIG)
+            server.process.wait()
 
 
 def test_two_workers_both_answer_and_metrics_add_up(served):
