@@ -4,8 +4,9 @@ Stages:
   1. the model base: `--model-base BASE`, or `--synthetic` (random artifacts sized like
      MovieLens-100K: 943 users, 1682 items, D=64, ~85k seen pairs, exported to a temp folder);
   2. the user ids to ask for: read from the SavedModel's user table (or `--users FILE`);
-  3. start `tfrec serve` (with --rest-port, for `--api rest` and its metrics) as its own
-     process on free ports; note its RSS (start);
+  3. start `tfrec serve` (with --rest-port, for `--api rest` and its metrics; `--workers N`
+     server processes) on free ports; note its RSS (start; with several workers, the sum over
+     the supervisor and its workers, as for its CPU);
   4. run the clients in separate processes (spawned, so they do not share the server's GIL), each
      with its share of N threads; every thread sends top-k `serving_default` requests for random
      users, back to back, for T seconds (a gRPC client builds each distinct request once, so
@@ -15,7 +16,8 @@ Stages:
      `--swap-seconds S` copies a new version in every S s and removes the oldest (the server
      polls every second). The server's RSS is sampled every second: after `--warmup-seconds`
      (warm), at each minute and at the end; the merged TF calls are read from its metrics;
-  5. stop the server (SIGTERM, expect exit 0); run N threads calling the SavedModel's
+  5. stop the server (SIGTERM, expect exit 0) (with `--workers 1,2,...`, stages 3-5 again for
+     each value, one server after the other); run N threads calling the SavedModel's
      `serving_default` in this process for T seconds (the floor: no RPC, no protos, no JSON);
   6. one caller in this process, 300 calls per signature (one row): p50/p99 per signature;
   7. print QPS, p50/p95/p99, failed valid requests, accepted bad ones, server CPU per request,
@@ -26,6 +28,7 @@ Stages:
 
 Examples:
   .venv/bin/python bench/serving_grpc.py --synthetic --clients 8 --seconds 20
+  .venv/bin/python bench/serving_grpc.py --synthetic --seconds 15 --workers 1,2,1,2
   .venv/bin/python bench/serving_grpc.py --synthetic --api rest --seconds 20
   .venv/bin/python bench/serving_grpc.py --synthetic --soak
 """
@@ -81,43 +84,73 @@ def main() -> int:
               f"{args.api}, {args.seconds:g} s, {args.invalid:.0%} bad requests, swap every "
               f"{args.swap_seconds or 'never'} s, load {load_before}", flush=True)
 
-        server, address, rest = start_server(base, args)
-        rss = RssSampler(server.pid, args.warmup_seconds)
-        stop_swaps = threading.Event()
-        swapper = threading.Thread(target=swap_versions, args=(
-            Path(base), version, args.swap_seconds, stop_swaps), daemon=True)
-        try:
-            server_cpu, server_threads = cpu_seconds(server.pid), thread_cpu_seconds(server.pid)
-            rss.start()
-            if args.swap_seconds:
-                swapper.start()
-            remote = run_clients(address, name, users, num_items, args)
-            stop_swaps.set()
-            requests = max(remote["requests"] + remote["bad_requests"], 1)
-            remote["server_cpu_ms_per_request"] = (
-                (cpu_seconds(server.pid) - server_cpu) * 1e3 / requests)
-            remote["server_cpu_ms_by_thread"] = {
-                kind: (seconds - server_threads.get(kind, 0.0)) * 1e3 / requests
-                for kind, seconds in thread_cpu_seconds(server.pid).items()}
-            remote["client_cpu_ms_per_request"] = remote.pop("client_cpu") * 1e3 / requests
-            remote.update(rss.stop())
-            remote["tf_calls"], remote["requests_per_tf_call"] = batch_sizes(rest)
-        finally:
-            stop_swaps.set()
-            server.send_signal(signal.SIGTERM)
-            server_exit = server.wait(timeout=60)
+        phases = [(workers, serve_phase(Path(base), version, name, users, num_items, args,
+                                        workers)) for workers in args.workers]
         floor = run_in_process(loaded, users, args, tf)
         per_signature = signature_latencies(loaded, users, tf)
 
     load_after = load_average()
     label = "gRPC" if args.api == "grpc" else "REST"
-    print(f"{'':12}{'QPS':>8}{'p50 ms':>9}{'p95 ms':>9}{'p99 ms':>9}{'requests':>10}"
+    print(f"{'':16}{'QPS':>8}{'p50 ms':>9}{'p95 ms':>9}{'p99 ms':>9}{'requests':>10}"
           f"{'failed':>8}")
-    for row, stats in ((label, remote), ("in-process", floor)):
-        print(f"{row:12}{stats['qps']:8.0f}{stats['p50_ms']:9.2f}{stats['p95_ms']:9.2f}"
+    rows = [(f"{label}, {w} worker{'s' if w > 1 else ''}", remote) for w, (remote, _) in phases]
+    for row, stats in rows + [("in-process", floor)]:
+        print(f"{row:16}{stats['qps']:8.0f}{stats['p50_ms']:9.2f}{stats['p95_ms']:9.2f}"
               f"{stats['p99_ms']:9.2f}{stats['requests']:10d}{stats['errors']:8d}")
     print("in-process, one caller, 300 calls: " + "; ".join(
         f"{name} p50 {p50:.2f} ms p99 {p99:.2f} ms" for name, (p50, p99) in per_signature.items()))
+    failed, results = False, []
+    for (row, remote), (_, (_, server_exit)) in zip(rows, phases):
+        print(f"--- {row}")
+        ratios = report(label, remote, floor, args)
+        print(f"server exit code after SIGTERM: {server_exit}")
+        failed = failed or remote["errors"] or remote["bad_accepted"] or server_exit
+        results.append({"workers": row, "remote": remote, "ratios": ratios})
+    print(f"load before {load_before}, after {load_after}")
+    if args.json:
+        print(json.dumps({"phases": results, "in_process": floor,
+                          "per_signature_ms": per_signature,
+                          "load": [load_before, load_after], "config": vars(args) | {
+                              "model_base": str(args.model_base), "users": len(users)}},
+                         default=str))
+    return 1 if failed else 0
+
+
+def serve_phase(base: Path, version: int, name: str, users: list[bytes], num_items: int, args,
+                workers: int) -> tuple[dict, int]:
+    """Starts `tfrec serve --workers W`, runs the clients against it, stops it; (the clients'
+    figures with the server's CPU, RSS and batching, its exit code)."""
+    server, address, rest = start_server(base, args, workers)
+    pids = process_tree(server.pid)  # the supervisor and its workers, or the one server
+    rss = RssSampler(pids, args.warmup_seconds)
+    stop_swaps = threading.Event()
+    swapper = threading.Thread(target=swap_versions, args=(
+        base, version, args.swap_seconds, stop_swaps), daemon=True)
+    try:
+        server_cpu, server_threads = cpu_seconds(pids), thread_cpu_seconds(pids)
+        rss.start()
+        if args.swap_seconds:
+            swapper.start()
+        remote = run_clients(address, name, users, num_items, args)
+        stop_swaps.set()
+        requests = max(remote["requests"] + remote["bad_requests"], 1)
+        remote["server_cpu_ms_per_request"] = (
+            (cpu_seconds(pids) - server_cpu) * 1e3 / requests)
+        remote["server_cpu_ms_by_thread"] = {
+            kind: (seconds - server_threads.get(kind, 0.0)) * 1e3 / requests
+            for kind, seconds in thread_cpu_seconds(pids).items()}
+        remote["client_cpu_ms_per_request"] = remote.pop("client_cpu") * 1e3 / requests
+        remote.update(rss.stop())
+        remote["tf_calls"], remote["requests_per_tf_call"] = batch_sizes(rest)
+    finally:
+        stop_swaps.set()
+        server.send_signal(signal.SIGTERM)
+        server_exit = server.wait(timeout=60)
+    return remote, server_exit
+
+
+def report(label: str, remote: dict, floor: dict, args) -> dict:
+    """Prints one phase's ratios to the floor, CPU, batching, RSS and the targets; the ratios."""
     ratios = {"qps": remote["qps"] / max(floor["qps"], 1e-9),
               "p50": remote["p50_ms"] / max(floor["p50_ms"], 1e-9),
               "p99": remote["p99_ms"] / max(floor["p99_ms"], 1e-9)}
@@ -146,18 +179,9 @@ def main() -> int:
           f"({remote['qps']:.0f}); RSS growth after warm-up < 5% "
           f"{_met(remote['rss_growth_after_warmup'] < 0.05)} "
           f"({remote['rss_growth_after_warmup']:+.1%})")
-    print(f"server exit code after SIGTERM: {server_exit}; load before {load_before}, after "
-          f"{load_after}")
     if remote["errors"]:
         print(f"first failure: {remote['first_error']}")
-    if args.json:
-        print(json.dumps({"remote": remote, "in_process": floor, "ratios": ratios,
-                          "per_signature_ms": per_signature,
-                          "load": [load_before, load_after], "config": vars(args) | {
-                              "model_base": str(args.model_base), "users": len(users)}},
-                         default=str))
-    failed = remote["errors"] or remote["bad_accepted"] or server_exit
-    return 1 if failed else 0
+    return ratios
 
 
 def _met(ok: bool) -> str:
@@ -179,7 +203,12 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--k", type=int, default=10)
     parser.add_argument("--client-processes", type=int, default=1,
                         help="processes the client threads are spread over (default 1)")
-    parser.add_argument("--server-workers", type=int, default=16)
+    parser.add_argument("--workers", type=lambda text: [int(w) for w in text.split(",")],
+                        default=[1], help="server processes (tfrec serve --workers; default "
+                        "1); a list such as 1,2,1,2 runs one server after the other, each "
+                        "against the same in-process floor")
+    parser.add_argument("--server-threads", type=int, default=16,
+                        help="request threads per server process (tfrec serve --threads)")
     parser.add_argument("--server-args", default="",
                         help="more `tfrec serve` flags, e.g. '--batch-threads 0'")
     parser.add_argument("--invalid", type=float, help="fraction of bad requests (soak 0.1)")
@@ -197,6 +226,8 @@ def parse_args() -> argparse.Namespace:
     for key, value in (soak if args.soak else plain).items():
         if getattr(args, key) is None:
             setattr(args, key, value)
+    if args.swap_seconds and len(args.workers) > 1:
+        parser.error("--swap-seconds (and --soak) take one --workers value")
     if args.warmup_seconds is None:
         args.warmup_seconds = args.seconds / 10
     return args
@@ -214,13 +245,14 @@ def read_users(path, loaded, tf) -> list[bytes]:
     return sorted(keys.numpy().tolist())
 
 
-def start_server(base: Path, args) -> tuple[subprocess.Popen, str, str]:
+def start_server(base: Path, args, workers: int) -> tuple[subprocess.Popen, str, str]:
     """`tfrec serve` on free ports in its own process (with REST, for its metrics); returns it,
     the HOST:PORT to ask and the HOST:PORT of REST."""
     command = [sys.executable, "-m", "tfrec.cli", "serve", "--model-base", str(base),
                "--port", "0", "--rest-port", "0",
                "--poll-seconds", "1" if args.swap_seconds else "0",
-               "--workers", str(args.server_workers), *args.server_args.split()]
+               "--workers", str(workers), "--threads", str(args.server_threads),
+               *args.server_args.split()]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
                                text=True)
     line = process.stdout.readline()  # "... on HOST:PORT, REST on port P (pid N)"
@@ -259,27 +291,28 @@ def swap_versions(base: Path, first: int, every: float, stop: threading.Event) -
 
 
 class RssSampler:
-    """The server's RSS every second: start, after `warmup` s, end, max (MiB)."""
+    """The server's RSS (summed over its processes) every second: start, after `warmup` s, end,
+    max (MiB)."""
 
-    def __init__(self, pid: int, warmup: float):
-        self.pid, self.warmup = pid, warmup
+    def __init__(self, pids: list[int], warmup: float):
+        self.pids, self.warmup = pids, warmup
         self.samples: list[tuple[float, float]] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def start(self) -> None:
         self._t0 = time.perf_counter()
-        self.samples.append((0.0, rss_mib(self.pid)))
+        self.samples.append((0.0, rss_mib(self.pids)))
         self._thread.start()
 
     def _run(self) -> None:
         while not self._stop.wait(1.0):
-            self.samples.append((time.perf_counter() - self._t0, rss_mib(self.pid)))
+            self.samples.append((time.perf_counter() - self._t0, rss_mib(self.pids)))
 
     def stop(self) -> dict:
         self._stop.set()
         self._thread.join()
-        self.samples.append((time.perf_counter() - self._t0, rss_mib(self.pid)))
+        self.samples.append((time.perf_counter() - self._t0, rss_mib(self.pids)))
         warm = next((mib for t, mib in self.samples if t >= self.warmup), self.samples[-1][1])
         end = self.samples[-1][1]
         return {"rss_start_mib": self.samples[0][1], "rss_warm_mib": warm, "rss_end_mib": end,
@@ -289,28 +322,52 @@ class RssSampler:
                                       for minute in range(1, int(self.samples[-1][0] // 60) + 1)]}
 
 
-def rss_mib(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
+def process_tree(pid: int) -> list[int]:
+    """`pid` and its descendants (Linux /proc: the children of each of its threads)."""
+    found, todo = [], [pid]
+    while todo:
+        parent = todo.pop()
+        found.append(parent)
+        for task in Path(f"/proc/{parent}/task").iterdir():
+            todo.extend(int(child) for child in (task / "children").read_text().split())
+    return found
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds of a running process (Linux /proc)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+def rss_mib(pids: list[int]) -> float:
+    """Resident MiB summed over `pids` (pages the workers share are counted once each)."""
+    total = 0.0
+    for pid in pids:
+        try:
+            lines = Path(f"/proc/{pid}/status").read_text().splitlines()
+        except OSError:  # a worker that died (the supervisor replaces it)
+            continue
+        total += sum(int(line.split()[1]) / 1024 for line in lines if line.startswith("VmRSS:"))
+    return total
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU seconds of running processes (Linux /proc)."""
+    total = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
 
 
 THREAD_KINDS = {"python": "Python threads (gRPC polling, handlers)", "tf_Compute": "TF pool",
                 "event_engine": "gRPC event engine"}
 
 
-def thread_cpu_seconds(pid: int) -> dict[str, float]:
-    """CPU seconds of a running process's threads by kind (their names in /proc: Python's
+def thread_cpu_seconds(pids: list[int]) -> dict[str, float]:
+    """CPU seconds of running processes' threads by kind (their names in /proc: Python's
     threads are all 'python', TF's pool 'tf_Compute', gRPC's own 'event_engine')."""
     found: dict[str, float] = {}
-    for task in Path(f"/proc/{pid}/task").iterdir():
+    tasks = [task for pid in pids if Path(f"/proc/{pid}").exists()
+             for task in Path(f"/proc/{pid}/task").iterdir()]
+    for task in tasks:
         try:
             name = (task / "comm").read_text().strip()
             fields = (task / "stat").read_text().rsplit(")", 1)[1].split()

@@ -160,7 +160,8 @@ def test_print_config_round_trips_every_value(tmp_path):
 SERVE_CASES = [
     (["--port", "-1"], "--port is -1, but it must be between 0 and 65535"),
     (["--port", "70000"], "--port is 70000"),
-    (["--workers", "0"], "--workers is 0, but it must be between 1 and 1024"),
+    (["--threads", "0"], "--threads is 0, but it must be between 1 and 1024"),
+    (["--workers", "0"], "--workers is 0, but it must be between 1 and 64"),
     (["--poll-seconds", "nan"], "--poll-seconds is nan, but it must be a finite number"),
     (["--grace-seconds", "-1"], "--grace-seconds is -1.0, but it must be at least 0.0"),
     (["--max-message-mb", "4096"], "--max-message-mb is 4096, but it must be between 1 and 2047"),

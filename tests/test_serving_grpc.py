@@ -48,7 +48,7 @@ def served(tmp_path_factory):
         random_artifacts(num_users=20, num_items=50, dim=8), text_encoder=encoder)
     path = export_model(artifacts, base, version=1)
     config = ServeConfig(model_base=base, port=0, poll_seconds=0, max_batch=MAX_BATCH,
-                         max_message_mb=1, workers=4)
+                         max_message_mb=1, threads=4)
     with ModelServer(config) as server:
         yield f"127.0.0.1:{server.port}", tf.saved_model.load(str(path))
 

@@ -47,7 +47,7 @@ def test_hot_swap_under_concurrent_load(tmp_path):
     expected = {1: expected_top(v1), 2: expected_top(v2)}
     assert expected[1] != expected[2]
 
-    config = ServeConfig(model_base=base, port=0, poll_seconds=0.2, workers=8)
+    config = ServeConfig(model_base=base, port=0, poll_seconds=0.2, threads=8)
     with ModelServer(config) as server:
         address = f"127.0.0.1:{server.port}"
         stop = threading.Event()

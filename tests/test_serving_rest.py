@@ -42,7 +42,7 @@ def server(tmp_path_factory):
         random_artifacts(num_users=20, num_items=50, dim=8), text_encoder=encoder)
     export_model(artifacts, base, version=1)
     config = ServeConfig(model_base=base, port=0, rest_port=0, poll_seconds=0,
-                         max_batch=MAX_BATCH, max_message_mb=1, workers=4, access_log=True)
+                         max_batch=MAX_BATCH, max_message_mb=1, threads=4, access_log=True)
     with ModelServer(config) as running:
         channel = grpc.insecure_channel(f"127.0.0.1:{running.port}")
         yield running, f"http://127.0.0.1:{running.rest_port}", channel

@@ -12,7 +12,7 @@ import tfrec
 from tfrec import cli
 from tfrec.serving import model_store
 from tfrec.serving.errors import RequestError
-from tfrec.serving.model_store import AVAILABLE, END, ModelStore, ready_versions
+from tfrec.serving.model_store import AVAILABLE, END, ModelStore, VersionStatus, ready_versions
 from tfrec.serving.predict_service import predict_on, warm_up
 from tfrec.export.versions import export_model
 from tfrec.export.synthetic import random_artifacts
@@ -212,3 +212,14 @@ def test_signatures_are_called_flat_and_answer_as_the_savedmodel(tmp_path, expor
             np.testing.assert_array_equal(fast[output].numpy(), reference[output].numpy())
     with pytest.raises(TypeError, match="takes"):
         servable.signatures["serving_default"].fn(user_id=[user])
+
+
+def test_statuses_of_unloaded_versions_are_bounded(tmp_path, monkeypatch):
+    """Only the newest MAX_ENDED ended versions keep a status; served ones always do."""
+    monkeypatch.setattr(model_store, "MAX_ENDED", 2)
+    store = store_for(tmp_path)
+    store._set_status(VersionStatus(9, AVAILABLE))
+    for version in range(1, 6):
+        store._set_status(VersionStatus(version, END, "failed" if version == 1 else ""))
+    assert [(s.version, s.state) for s in store.statuses()] == [(9, AVAILABLE), (5, END),
+                                                                 (4, END)]

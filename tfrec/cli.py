@@ -49,7 +49,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        import_tf()
+        if not getattr(args, "light", False):  # a command that imports TF only where needed
+            import_tf()
         return int(args.func(args) or 0)
     except TfrecError as e:
         print(f"tfrec: error: {e}", file=sys.stderr)

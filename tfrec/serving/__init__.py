@@ -8,7 +8,9 @@ Modules, from the disk to the wire:
   predict_service PredictionService (Predict, GetModelMetadata) and ModelService (GetModelStatus)
   monitoring      Prometheus metrics and the access log of both front ends
   rest            TF Serving's REST API (JSON), metrics and health endpoints (waitress)
+  serve_config    `tfrec serve`'s options and shared ports, without TensorFlow
   server          the gRPC (and REST) servers, their limits, signal handling
+  supervisor      --workers N: N servers sharing the ports, replaced if one dies
   client          gRPC and REST clients using only TF Serving's API (`tfrec query`, tests, bench)
   commands        the `serve` and `query` sub-commands
 """

@@ -44,6 +44,7 @@ log = logging.getLogger("tfrec.serving")
 
 # ModelVersionStatus.State values (tensorflow_serving/apis/get_model_status.proto).
 LOADING, AVAILABLE, END = 20, 30, 50
+MAX_ENDED = 100  # statuses of unloaded versions kept for GetModelStatus (newest first)
 _INIT_OP = "__saved_model_init_op"
 
 
@@ -168,6 +169,7 @@ class ModelStore:
         self._lock = threading.Lock()  # guards _status
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self.on_swap: list[Callable[[], None]] = []  # called after each change of the served set
 
     # === Lifecycle ===
 
@@ -322,11 +324,22 @@ class ModelStore:
             with self._lock:
                 if self._status[version].state != END:  # keep a failed reload's error
                     self._status[version] = VersionStatus(version, END)
+                    self._forget_oldest_ended()
         log.info("model %s now serves version(s) %s", self.name, self.versions or "none")
+        for listener in self.on_swap:
+            listener()
 
     def _set_status(self, status: VersionStatus) -> None:
         with self._lock:
             self._status[status.version] = status
+            self._forget_oldest_ended()
+
+    def _forget_oldest_ended(self) -> None:
+        """Keeps the statuses of the newest MAX_ENDED unloaded versions only: a server swapping
+        every minute for months would otherwise keep one per version ever seen."""
+        ended = sorted(v for v, status in self._status.items() if status.state == END)
+        for version in ended[:-MAX_ENDED]:
+            del self._status[version]
 
 
 def release_memory() -> None:

@@ -9,13 +9,22 @@ Metrics, in a registry of their own per server (exposed at TF Serving's path
                                                                 one TF call (server-side batching)
 Label values come from a closed set (the served model's name and signatures, else "unknown"), so
 hostile requests naming random models or signatures cannot grow the registry.
+
+With several worker processes (supervisor), each worker counts in files under the folder
+PROMETHEUS_MULTIPROC_DIR names (prometheus_client's multiprocess mode), and any worker's
+exposition adds them up: counters and histograms are summed over the workers (those of workers
+that died included), `tfrec_served_versions` is the fewest versions a live worker serves.
 """
 
 import logging
+import os
 import time
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client import CONTENT_TYPE_LATEST  # noqa: F401  (re-exported for the REST app)
+from prometheus_client.multiprocess import MultiProcessCollector
+
+MULTIPROCESS_DIR = "PROMETHEUS_MULTIPROC_DIR"  # set (by the supervisor) before the import above
 
 access_log = logging.getLogger("tfrec.access")
 
@@ -39,8 +48,9 @@ class Monitor:
                                   "Time from receiving a request to its answer.", labels,
                                   buckets=LATENCY_BUCKETS, registry=self.registry)
         versions = Gauge("tfrec_served_versions", "Versions of the model being served.",
-                         ["model"], registry=self.registry)
-        versions.labels(store.name).set_function(lambda: len(store.versions))
+                         ["model"], registry=self.registry, multiprocess_mode="livemin")
+        # Set at each swap, not before the first: a worker still loading counts no versions.
+        store.on_swap.append(lambda: versions.labels(store.name).set(len(store.versions)))
         self._children: dict[tuple, tuple] = {}  # labels -> (count, latency): a closed set
         self._batch_size = Histogram("tfrec_batch_size",
                                      "Requests merged into one TF call by server-side batching.",
@@ -76,5 +86,9 @@ class Monitor:
                             model, signature or "-", code, seconds * 1e3)
 
     def exposition(self) -> bytes:
-        """The metrics in Prometheus' text format."""
+        """The metrics in Prometheus' text format (of every worker, in multiprocess mode)."""
+        if os.environ.get(MULTIPROCESS_DIR):
+            registry = CollectorRegistry()
+            MultiProcessCollector(registry)
+            return generate_latest(registry)
         return generate_latest(self.registry)

@@ -21,6 +21,7 @@ import base64
 import json
 import logging
 import re
+import socket
 import threading
 import time
 
@@ -172,12 +173,15 @@ class RestApp:
 class RestServer:
     """waitress serving a RestApp on HOST:PORT in a background thread."""
 
-    def __init__(self, app: RestApp, host: str, port: int, threads: int, max_bytes: int):
+    def __init__(self, app: RestApp, host: str, port: int, threads: int, max_bytes: int,
+                 bound: socket.socket | None = None):
+        """`bound`: a socket already bound to HOST:PORT (a worker sharing the port) to listen on
+        instead of binding one."""
         # The app refuses bodies above max_bytes with a JSON 413; waitress stops reading at
         # twice that (its own plain-text 413) so a hostile body cannot fill the disk.
-        self._server = create_server(app, host=host, port=port, threads=threads,
-                                     max_request_body_size=2 * max_bytes, ident="tfrec",
-                                     clear_untrusted_proxy_headers=True)
+        where = dict(sockets=[bound]) if bound is not None else dict(host=host, port=port)
+        self._server = create_server(app, threads=threads, max_request_body_size=2 * max_bytes,
+                                     ident="tfrec", clear_untrusted_proxy_headers=True, **where)
         self.port = self._server.effective_port
         self._thread = threading.Thread(target=self._server.run, name="rest", daemon=True)
 

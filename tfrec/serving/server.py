@@ -7,20 +7,20 @@ Stages of `serve`:
   3. poll the base folder for new versions in a background thread (hot swap, see model_store),
   4. on SIGTERM / SIGINT stop accepting calls, let calls in flight finish for the grace period,
      stop polling, return 0.
+With --workers N, this whole server runs in each of N processes sharing the ports (supervisor).
 """
 
-import dataclasses
 import logging
 import os
 import signal
 import threading
 from concurrent import futures
-from pathlib import Path
+from typing import Callable
 
 import grpc
 
-from tfrec.config_fields import Validated, bounded
 from tfrec.errors import TfrecError
+from tfrec.serving.serve_config import ServeConfig, bracket, listening_line, shared_socket
 from tfrec.tf_setup import import_tf
 
 import_tf()  # Keras 2 and a quiet start-up, before any tensorflow import
@@ -43,46 +43,13 @@ from tfrec.serving.rest import RestApp, RestServer  # noqa: E402
 log = logging.getLogger("tfrec.serving")
 
 
-@dataclasses.dataclass(frozen=True)
-class ServeConfig(Validated):
-    """What `tfrec serve` serves, where, and its limits; validated on construction (a bad value
-    is a TfrecError naming its command-line option)."""
-
-    model_base: Path
-    model_name: str | None = None  # None: the folder name of model_base (as TF Serving)
-    host: str = "127.0.0.1"
-    port: int = bounded(8500, 0, 65535)  # 0: any free port
-    rest_port: int | None = None  # None: no REST server; 0: any free port
-    poll_seconds: float = bounded(1.0, 0.0)  # 0: never look for new versions
-    num_versions: int = bounded(1, 1)  # serve the newest N versions (TF Serving's `latest`)
-    max_batch: int = bounded(1024, 1)  # rows per request
-    max_message_mb: int = bounded(16, 1, 2047)  # gRPC message size limit (int32 bytes)
-    workers: int = bounded(16, 1, 1024)  # threads handling requests
-    grace_seconds: float = bounded(5.0, 0.0)  # for calls in flight at shutdown
-    access_log: bool = False  # one log line per request
-    batch_threads: int = bounded(1, 0, 1024)  # merged calls running at once per signature
-    # (1 measured best on 2 cores, see bench/serving_grpc.py); 0: no batching
-
-    @classmethod
-    def key(cls, name: str) -> str:
-        return "--" + name.replace("_", "-")
-
-    def check(self):
-        if self.model_name is not None and not self.model_name.strip():
-            raise TfrecError("--model-name is empty; give a name or leave it out")
-        if self.rest_port is not None and not 0 <= self.rest_port <= 65535:
-            raise TfrecError(f"--rest-port must be between 0 and 65535, got {self.rest_port}")
-
-    @property
-    def name(self) -> str:
-        return self.model_name or Path(self.model_base).resolve().name
-
-
 class ModelServer:
-    """The gRPC server and its ModelStore; `start()` returns the bound port."""
+    """The gRPC server and its ModelStore; `start()` returns the bound port. With `reuse_port`
+    (a worker process of supervisor) its ports are shared with the other workers (SO_REUSEPORT:
+    the kernel spreads the connections over them); else a busy port is an error."""
 
-    def __init__(self, config: ServeConfig):
-        self.config = config
+    def __init__(self, config: ServeConfig, reuse_port: bool = False):
+        self.config, self.reuse_port = config, reuse_port
         self.store = ModelStore(
             config.model_base, config.name, config.poll_seconds,
             warmup=lambda servable: warm_up(servable, config.max_batch),
@@ -101,11 +68,11 @@ class ModelServer:
         self.store.load_initial()
         limit = config.max_message_mb * 1024 * 1024
         server = grpc.server(
-            futures.ThreadPoolExecutor(max_workers=config.workers, thread_name_prefix="rpc"),
+            futures.ThreadPoolExecutor(max_workers=config.threads, thread_name_prefix="rpc"),
             options=[
                 ("grpc.max_receive_message_length", limit),
                 ("grpc.max_send_message_length", limit),
-                ("grpc.so_reuseport", 0),  # a busy port is an error, not a shared one
+                ("grpc.so_reuseport", int(self.reuse_port)),
             ],
         )
         prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
@@ -113,7 +80,7 @@ class ModelServer:
             server)
         model_service_pb2_grpc.add_ModelServiceServicer_to_server(
             ModelServicer(self.store, self.monitor), server)
-        address = f"{_bracket(config.host)}:{config.port}"
+        address = f"{bracket(config.host)}:{config.port}"
         try:
             port = server.add_insecure_port(address)
         except RuntimeError:
@@ -124,9 +91,11 @@ class ModelServer:
         if config.rest_port is not None:
             app = RestApp(self.store, self.monitor, config.max_batch, limit, self.batcher)
             try:
-                self._rest = RestServer(app, config.host, config.rest_port, config.workers, limit)
+                shared = shared_socket(config.host, config.rest_port) if self.reuse_port else None
+                self._rest = RestServer(app, config.host, config.rest_port, config.threads, limit,
+                                        shared)
             except OSError as e:
-                raise TfrecError(f"cannot listen on {_bracket(config.host)}:{config.rest_port} "
+                raise TfrecError(f"cannot listen on {bracket(config.host)}:{config.rest_port} "
                                  f"for REST: {e.strerror or e}.") from None
             self.rest_port = self._rest.start()
         server.start()
@@ -155,18 +124,19 @@ class ModelServer:
         self.stop()
 
 
-def serve(config: ServeConfig) -> int:
-    """Runs the server until SIGTERM or SIGINT; returns 0 after a clean shutdown."""
+def serve(config: ServeConfig, ready: Callable[[ModelServer], None] | None = None,
+          reuse_port: bool = False) -> int:
+    """Runs one server until SIGTERM or SIGINT; returns 0 after a clean shutdown. `ready(server)`
+    is called once it answers (default: print where it listens)."""
     stop = threading.Event()
-    server = ModelServer(config)
+    server = ModelServer(config, reuse_port)
     # Handlers first: a signal that arrives while loading stops the server once it is up.
     previous = {sig: signal.signal(sig, lambda *_: stop.set())
-                for sig in (signal.SIGTERM, signal.SIGINT)}
+                for sig in (signal.SIGTERM, signal.SIGINT)
+                if signal.getsignal(sig) is not signal.SIG_IGN}  # an ignored one stays ignored
     try:
         server.start()
-        rest = f", REST on port {server.rest_port}" if server.rest_port is not None else ""
-        print(f"tfrec serve: model '{config.name}' version {server.store.latest.version} on "
-              f"{config.host}:{server.port}{rest} (pid {os.getpid()})", flush=True)
+        (ready or _announce)(server)
         while not stop.wait(3600):
             pass
     finally:
@@ -175,9 +145,11 @@ def serve(config: ServeConfig) -> int:
         if server.port is not None:
             log.info("shutting down (grace %.0f s)", config.grace_seconds)
         server.stop()
-    print("tfrec serve: stopped", flush=True)
+    if ready is None:
+        print("tfrec serve: stopped", flush=True)
     return 0
 
 
-def _bracket(host: str) -> str:
-    return f"[{host}]" if ":" in host and not host.startswith("[") else host
+def _announce(server: ModelServer) -> None:
+    print(listening_line(server.config, server.store.latest.version, server.port,
+                         server.rest_port), flush=True)
