@@ -28,6 +28,13 @@ through text, features and the knowledge graph); best epoch / epochs run; and tw
              (x 0.99), "-" if never reached;
   whole run  seconds of the whole `train()` (patience epochs and final evaluation included).
 Imports happen once, before the first run. The machine load (`uptime`) is printed at the end.
+`--only-update 2 --previous OLD_OUT` runs update 2 alone (both runs), warm-started from the
+update-1 warm run of an earlier bench output OLD_OUT (`--only-update 1`: from its point-0 run);
+the warm run goes first, so what a process's first run pays once (TensorFlow's first ops, the
+text encoder, AutoGraph's cache of converted code) counts against it, not for it.
+`--no-neighbours` (an ablation, with --only-update): the warm run alone, its new item rows left
+at their fresh initialisation instead of starting from their text and knowledge-graph
+neighbours (bench/fresh_items.py then compares the two warm runs' first-trained items).
 """
 
 import argparse
@@ -180,13 +187,25 @@ def main() -> int:
     parser.add_argument("--epochs", type=int, default=25)
     parser.add_argument("--patience", type=int, default=3)
     parser.add_argument("--out", default="/tmp/tfrec-freshness")
+    parser.add_argument("--only-update", type=int, choices=[1, 2],
+                        help="run this update only, warm-starting from --previous's runs")
+    parser.add_argument("--previous", help="an earlier --out (for --only-update)")
+    parser.add_argument("--no-neighbours", action="store_true",
+                        help="ablation: the warm run alone, new item rows not neighbour-initialised")
     args = parser.parse_args()
+    if args.only_update and not args.previous or args.no_neighbours and not args.only_update:
+        sys.exit("--only-update needs --previous OLD_OUT (the runs it warm-starts from), and "
+                 "--no-neighbours needs --only-update")
     os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
     sys.path.insert(0, str(ROOT))
     out = Path(args.out)
     if out.exists():
         sys.exit(f"{out} exists: choose a new --out")
 
+    if args.no_neighbours:
+        from tfrec.train.warm_start import WarmStart
+
+        WarmStart.init_from_neighbours = lambda self, trained, rows: 0
     _, inter = read(FILES["inter"])
     inter.sort(key=lambda r: (float(r[3]), r[0], r[1]))
     base = tomllib.loads(Path(args.config).read_text())
@@ -204,16 +223,23 @@ def main() -> int:
         trained_now = train_items(folder)
         groups = {} if t == 0 else {"first trained": trained_now - trained_before,
                                     "cold": table_items(folder) - trained_now}
-        for how in ["scratch"] if t == 0 else ["scratch", "warm"]:
+        runs = ["scratch"] if t == 0 else ["scratch", "warm"]
+        if args.only_update:
+            # the warm run first: the costs of a process's first run count against it
+            runs = (["warm"] if args.no_neighbours else ["warm", "scratch"]) \
+                if t == args.only_update else []
+            warm_from = Path(args.previous) / (f"run{t - 1}-warm" if t > 1 else "run0-scratch")
+        done = {}
+        for how in runs:
             print(f"point {t}: {how}", flush=True)
-            row = run(t, how, folder, config_path, out / f"run{t}-{how}",
-                      warm_from if how == "warm" else None, groups)
-            if how == "warm":
-                scratch = rows[-1]
-                best = max(v for _, _, v in scratch.curve)
-                row.to_target, row.target_epoch = reach(row.curve, 0.99 * best)
-            rows.append(row)
-            print(f"  {row}", flush=True)
+            done[how] = run(t, how, folder, config_path, out / f"run{t}-{how}",
+                            warm_from if how == "warm" else None, groups)
+            print(f"  {done[how]}", flush=True)
+        if "scratch" in done and "warm" in done:
+            best = max(v for _, _, v in done["scratch"].curve)
+            w = done["warm"]
+            w.to_target, w.target_epoch = reach(w.curve, 0.99 * best)
+        rows += [done[h] for h in ("scratch", "warm") if h in done]
         warm_from = out / (f"run{t}-warm" if t else "run0-scratch")
         trained_before = trained_now
 
@@ -232,7 +258,7 @@ def main() -> int:
               f"{g.get('first trained', '-'):>24}{g.get('cold', '-'):>17}"
               f"{f'{r.best_epoch}/{r.epochs}':>9}{r.best_valid:>8.4f}{target:>16}"
               f"{r.seconds:>7.0f}")
-    for t in (1, 2):
+    for t in sorted({r.point for r in rows} - {0} if not args.no_neighbours else ()):
         s, w = (next(r for r in rows if r.point == t and r.how == h) for h in ("scratch", "warm"))
         ratio = "never" if w.to_target is None or s.to_target is None \
             else f"{w.to_target / s.to_target:.2f}"

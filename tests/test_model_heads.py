@@ -77,3 +77,17 @@ def test_node_encoder_config_round_trip_builds_the_same_layer():
                 + features["numeric"][:1] @ encoder.numeric.kernel + encoder.numeric.bias
                 + features["text"][:1] @ encoder.text.kernel)
     np.testing.assert_allclose(h0[:1].numpy(), expected.numpy(), atol=1e-5)
+
+
+def test_retrieval_loss_in_a_step_traced_without_autograph_is_the_hand_value():
+    # The training step is traced with autograph=False (tfrec.train.fit); TFRS's Retrieval
+    # needs AutoGraph, so each head calls it through one nested tf.function of its own.
+    # Two users and two items with one-hot embeddings, temperature 1, a full softmax over both
+    # items, one row per chunk: row u scores [1, 0] (its positive u: 1, the other item: 0; the
+    # positive's own copy among the candidates is an accidental hit, removed), so each row's
+    # loss is -log(e / (e + 1)) = log(1 + 1/e) = 0.31326, and so is the mean.
+    eye = tf.eye(2)
+    head = RetrievalHead([0, 1], temperature=1.0, negatives=None, chunk=1)
+    step = tf.function(lambda: head(eye, eye, tf.constant([0, 1])), autograph=False)
+    assert abs(float(step()) - np.log1p(np.exp(-1.0))) < 1e-6
+    assert head._loss.experimental_get_tracing_count() == 1  # both chunks: one trace

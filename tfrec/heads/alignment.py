@@ -3,7 +3,7 @@
 import tensorflow as tf
 import tensorflow_recommenders as tfrs
 
-from tfrec.heads import float32_layers
+from tfrec.heads import float32_layers, mean_retrieval_loss
 
 
 @tf.keras.utils.register_keras_serializable(package="tfrec")
@@ -22,6 +22,7 @@ class AlignmentHead(tf.keras.layers.Layer):
         with float32_layers():
             self.task = tfrs.tasks.Retrieval(loss=loss, temperature=temperature,
                                              remove_accidental_hits=True)
+        self._loss = mean_retrieval_loss(self.task)
 
     def get_config(self):
         return {**super().get_config(), "temperature": self.temperature,
@@ -33,11 +34,4 @@ class AlignmentHead(tf.keras.layers.Layer):
         g = tf.math.l2_normalize(tf.cast(tf.gather(item_table, items), tf.float32), -1)
         if self.text_only:
             g = tf.stop_gradient(g)
-
-        def contrast(query, candidates):
-            with float32_layers():  # TFRS makes its accidental-hit layer here
-                return tf.reduce_mean(self.task(query, candidates, candidate_ids=items,
-                                                compute_metrics=False,
-                                                compute_batch_metrics=False))
-
-        return 0.5 * (contrast(t, g) + contrast(g, t))
+        return 0.5 * (self._loss(t, g, items) + self._loss(g, t, items))

@@ -3,7 +3,7 @@
 import tensorflow as tf
 import tensorflow_recommenders as tfrs
 
-from tfrec.heads import float32_layers
+from tfrec.heads import float32_layers, mean_retrieval_loss
 
 
 @tf.keras.utils.register_keras_serializable(package="tfrec")
@@ -39,6 +39,7 @@ class RetrievalHead(tf.keras.layers.Layer):
         with float32_layers():
             self.task = tfrs.tasks.Retrieval(loss=loss, temperature=temperature,
                                              remove_accidental_hits=True)
+        self._loss = mean_retrieval_loss(self.task)
 
     def get_config(self):
         sampling = None if self.sampling is None else self.sampling.numpy().tolist()
@@ -85,9 +86,6 @@ class RetrievalHead(tf.keras.layers.Layer):
                 in_batch = size / slots * tf.gather(self.sampling, positives)
                 drawn = tf.fill(tf.shape(extra), self.negatives / tf.cast(n, tf.float32) / slots)
                 probability = tf.concat([in_batch, drawn], axis=0)
-            with float32_layers():  # TFRS makes its accidental-hit layer here
-                losses.append(tf.reduce_mean(self.task(
-                    user_emb[rows], tf.gather(item_table, ids), candidate_ids=ids,
-                    candidate_sampling_probability=probability, score_mask=mask,
-                    compute_metrics=False, compute_batch_metrics=False)))
+            losses.append(self._loss(user_emb[rows], tf.gather(item_table, ids), ids,
+                                     probability, mask))
         return tf.add_n(losses) / len(losses)

@@ -498,14 +498,19 @@ class Trainer:
                 text_optimizer.apply_gradients(zip(grads[len(other):], text_vars))
             return losses
 
+        # traced without AutoGraph: the step's Python control flow depends on shapes and the
+        # config, never on tensor values, and converting the GNN's and heads' code was most of
+        # the trace (bench/step_tracing.py); TFRS's Retrieval, which needs it, converts itself
+        # (tfrec.heads.retrieval)
         if t.strategy != "default":
-            return step
+            return tf.autograph.experimental.do_not_convert(step)
         signature = None
         if self.mode == "sampled":
             s = self._signature(self.batches.batch)
             signature = [s[k] for k in ("graph", "u_rows", "i_rows", "labels", "fresh",
                                         "candidates", "item_rows")]
-        return tf.function(step, jit_compile=t.xla, input_signature=signature)
+        return tf.function(step, jit_compile=t.xla, input_signature=signature,
+                           autograph=False)
 
     def fit(self) -> tuple[Trained, FitReport]:
         """Trains until train.epochs or early stopping; returns the best epoch's model."""
