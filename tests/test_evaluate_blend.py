@@ -1,5 +1,5 @@
-"""The item-item component (EASE in closed form) and its blend with a model, chosen on valid:
-hand-worked numbers."""
+"""The item-item components (EASE and RP3beta in closed form) and their blend with a model,
+chosen on valid: hand-worked numbers."""
 
 import dataclasses
 
@@ -9,7 +9,7 @@ import pytest
 from tfrec.config import config_from_dict
 from tfrec.errors import TfrecError
 from tfrec.evaluate.blend import Blend, choose_blend, normalize
-from tfrec.evaluate.item_item import ease_weights, gram, history_scores
+from tfrec.evaluate.item_item import ease_weights, gram, history_scores, rp3beta_weights
 from tfrec.evaluate.metrics import csr_from_pairs, full_ranking_metrics
 from tfrec.train.blend import check_blend_size, fit_blend
 
@@ -33,6 +33,29 @@ def test_ease_on_three_items_by_hand():
     # ... and a user with i0 alone (another history) -> row 0 of B
     alone = csr_from_pairs([0], [0], 1)
     np.testing.assert_allclose(history_scores(b, alone, np.array([0])), [[0, .5, 0]], atol=1e-6)
+
+
+def test_rp3beta_on_three_items_by_hand():
+    # X as above plus an item i3 nobody trained on; d_u = [2, 2, 3], n_i = [2, 3, 2, 0]
+    history = csr_from_pairs(*X_PAIRS, 3)
+    # alpha 1, weights 1 / d_u: sum_u X[u, i] X[u, j] / d_u = i0&i1 1/2 + 1/3 = 5/6, i0&i2 1/3,
+    # i1&i2 1/2 + 1/3 = 5/6; row i divided by n_i: beta 0 is the two-step walk i -> u -> j
+    # (each full row, diagonal included, sums to 1: row 0 = [5/12, 5/12, 1/6])
+    w = rp3beta_weights(history, 4, 1.0, 0.0)
+    np.testing.assert_allclose(w, [[0, 5 / 12, 1 / 6, 0], [5 / 18, 0, 5 / 18, 0],
+                                   [1 / 6, 5 / 12, 0, 0], [0, 0, 0, 0]], atol=1e-6)
+    assert w.dtype == np.float32
+    # beta 1: column j also divided by n_j (the popular i1 loses most)
+    np.testing.assert_allclose(rp3beta_weights(history, 4, 1.0, 1.0),
+                               [[0, 5 / 36, 1 / 12, 0], [5 / 36, 0, 5 / 36, 0],
+                                [1 / 12, 5 / 36, 0, 0], [0, 0, 0, 0]], atol=1e-6)
+    # alpha 0.5: i0 -> i1 = 2^-.5 * (2^-.5 + 3^-.5), beta 0
+    w = rp3beta_weights(history, 4, 0.5, 0.0)
+    assert w[0, 1] == pytest.approx(2 ** -.5 * (2 ** -.5 + 3 ** -.5), rel=1e-6)
+    # scores: u0 (i0, i1) -> rows 0 + 1 of the beta-0 matrix
+    np.testing.assert_allclose(
+        history_scores(rp3beta_weights(history, 4, 1.0, 0.0), history, np.array([0])),
+        [[5 / 18, 5 / 12, 1 / 6 + 5 / 18, 0]], atol=1e-6)
 
 
 def test_a_larger_ridge_shrinks_b_towards_zero():
@@ -74,12 +97,13 @@ def _ndcg1(score_fn):
 
 
 def test_valid_chooses_the_planted_blend():
-    blend, report = choose_blend(lambda rows: MODEL[rows], HISTORY, lambda reg: B_PLANTED,
-                                 np.array([0, 1]), [7.0], [0.5, 0.9, 1.0], ["rank"], _ndcg1)
-    assert (blend.weight, blend.method, blend.reg) == (0.5, "rank", 7.0)
+    fit = {"model": "ease", "reg": 7.0}
+    blend, report = choose_blend(lambda rows: MODEL[rows], HISTORY, lambda fit: B_PLANTED,
+                                 [fit], np.array([0, 1]), [0.5, 0.9, 1.0], ["rank"], _ndcg1)
+    assert (blend.weight, blend.method, blend.fit) == (0.5, "rank", fit)
     assert report["valid_model_alone"] == 0.5
-    assert report["grid"] == [[7.0, "rank", 0.5, 1.0], [7.0, "rank", 0.9, 0.5],
-                              [7.0, "rank", 1.0, 0.5]]
+    assert report["grid"] == [[fit, "rank", 0.5, 1.0], [fit, "rank", 0.9, 0.5],
+                              [fit, "rank", 1.0, 0.5]]
     # the blended score function is what was chosen: u1 at weight .5 (hand-worked above)
     np.testing.assert_allclose(blend.score_fn(lambda rows: MODEL[rows])(np.array([1])),
                                [[.5, .5, 1 / 3, 2 / 3]], atol=1e-6)
@@ -87,18 +111,22 @@ def test_valid_chooses_the_planted_blend():
 
 
 def test_the_model_alone_when_no_blend_beats_it_on_valid():
-    blend, report = choose_blend(lambda rows: MODEL[rows], HISTORY, lambda reg: B_PLANTED,
-                                 np.array([0, 1]), [7.0], [0.9, 1.0], ["rank", "zscore"],
-                                 _ndcg1)
+    blend, report = choose_blend(lambda rows: MODEL[rows], HISTORY, lambda fit: B_PLANTED,
+                                 [{"model": "ease", "reg": 7.0}], np.array([0, 1]), [0.9, 1.0],
+                                 ["rank", "zscore"], _ndcg1)
     assert blend is None and report["chosen"] is None and len(report["grid"]) == 4
 
 
 def test_blend_files_round_trip(tmp_path):
-    blend = Blend(B_PLANTED, HISTORY, 0.5, "zscore", 250.0)
+    fit = {"model": "rp3beta", "alpha": 0.8, "beta": 0.6}
+    blend = Blend(B_PLANTED, HISTORY, 0.5, "zscore", fit)
     blend.save(tmp_path)
     back = Blend.load(tmp_path, HISTORY)
-    assert (back.weight, back.method, back.reg) == (0.5, "zscore", 250.0)
+    assert (back.weight, back.method, back.fit) == (0.5, "zscore", fit)
     np.testing.assert_array_equal(back.item_item, B_PLANTED)
+    # a blend.json written before RP3beta (EASE's reg alone) still loads
+    (tmp_path / "blend.json").write_text('{"weight": 0.3, "method": "max", "reg": 100.0}')
+    assert Blend.load(tmp_path, HISTORY).fit == {"model": "ease", "reg": 100.0}
     (tmp_path / "item_item.npy").write_bytes(b"cut")
     with pytest.raises(TfrecError, match="damaged or incomplete"):
         Blend.load(tmp_path, HISTORY)
@@ -141,9 +169,24 @@ def test_fit_blend_chooses_on_valid_and_never_reads_test():
     # model alone: i4 first for u0 and u2 (ndcg@1 0); the item-item part alone ranks the
     # co-occurring item first (u0: B[0, 1] > 0 is its only positive score): ndcg@1 1
     assert info["valid_model_alone"] == 0.0
-    assert info["grid"] == [[1.0, "zscore", 0.5, 1.0], [1.0, "zscore", 1.0, 1.0]]
+    fit = {"model": "ease", "reg": 1.0}
+    assert info["grid"] == [[fit, "zscore", 0.5, 1.0], [fit, "zscore", 1.0, 1.0]]
     assert blend.weight == 0.5 and info["chosen"]["valid"] == 1.0  # the first best
     assert info["metric"] == "ndcg@1" and info["item_item"] == "ease"
+    # RP3beta on the same data: the walk from i0 reaches i1 (u1), from i2 reaches i3 (u3); u0's
+    # item-item row [0, 1/4, 0, 0, 0] and the model's [0, 0, 0, 0, 1] both z-score to 2 on their
+    # item, -1/2 elsewhere: at weight .6, i1 .4 * -.5 + .6 * 2 = 1 beats i4 .4 * 2 - .6 * .5 = .5
+    config = config_from_dict({"eval": {"ks": [1], "early_stop": "ndcg@1"},
+                               "blend": {"item_item": "rp3beta", "alphas": [1.0],
+                                         "betas": [0.0, 0.5], "weights": [0.6],
+                                         "methods": ["zscore"]}})
+    blend, info = fit_blend(prepared, config, lambda rows: model[rows])
+    assert [row[0] for row in info["grid"]] == [
+        {"model": "rp3beta", "alpha": 1.0, "beta": 0.0},
+        {"model": "rp3beta", "alpha": 1.0, "beta": 0.5}]
+    assert info["chosen"]["valid"] == 1.0 and blend.fit["model"] == "rp3beta"
+    np.testing.assert_array_equal(blend.item_item, rp3beta_weights(prepared.csr("train"), 5,
+                                                                   1.0, 0.0))
 
 
 def test_a_catalogue_above_max_items_is_refused_in_one_sentence():
@@ -162,6 +205,7 @@ def test_a_catalogue_above_max_items_is_refused_in_one_sentence():
 
 def test_blend_config_is_validated():
     for bad, match in (({"weights": [1.5]}, "blend.weights"), ({"methods": ["mean"]}, "mean"),
-                       ({"regs": []}, "one or more"), ({"item_item": "slim"}, "item_item")):
+                       ({"regs": []}, "one or more"), ({"item_item": "slim"}, "item_item"),
+                       ({"alphas": [0.0]}, "blend.alphas"), ({"betas": []}, "one or more")):
         with pytest.raises(TfrecError, match=match):
             config_from_dict({"blend": bad})

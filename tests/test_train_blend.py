@@ -60,10 +60,27 @@ def test_evaluate_ranks_with_the_blend(runs):
 
 
 def test_exported_top_k_is_the_evaluation_blended_top_k(runs, tmp_path):
-    path = runs[0]
+    _assert_export_ranks_as_evaluation(runs[0], tmp_path)
+
+
+def test_an_rp3beta_blend_is_refitted_evaluated_and_exported_alike(runs, tmp_path):
+    path, alone, _, _ = runs
+    copy = tmp_path / "run"
+    shutil.copytree(path, copy)
+    again = train(TINY, _config({"item_item": "rp3beta", "alphas": [0.5, 1.0],
+                                 "betas": [0.0, 0.5]}), str(copy), progress=False,
+                  log=lambda s: None)
+    chosen = again.info["blend"]["chosen"]  # the tiny run's valid prefers a blend here too
+    assert chosen["item_item"]["model"] == "rp3beta"
+    assert again.info["blend"]["model_alone"]["test"] == alone.metrics["test"]
+    assert evaluate_run(str(copy))["test"] == again.metrics["test"]
+    _assert_export_ranks_as_evaluation(copy, tmp_path / "export")
+
+
+def _assert_export_ranks_as_evaluation(path, out):
     art = load_artifacts(str(path))
     assert art.blend is not None
-    model = tf.saved_model.load(str(export_model(art, tmp_path)))
+    model = tf.saved_model.load(str(export_model(art, out)))
     users = ["u1", "u2", "u3", "u4"]
     out = model.signatures["serving_default"](user_id=tf.constant(users), k=tf.constant(2))
     # evaluation's score function (tfrec.train.run.evaluate_run), seen items excluded as served

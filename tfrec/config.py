@@ -9,7 +9,7 @@ A config file has up to eight sections, each optional, each key optional (defaul
     [eval]   ks = [10, 20], early_stop = "ndcg@20"
     [sample] fanouts = [10, 10, 5], auto_edges = 200000, inference = "auto", parallel = 1, ...
     [search] strategy = "evolution", trials = 20, conv = ["lightgcn", ...], ... (tfrec search)
-    [blend]  item_item = "off", regs = [50.0, ...], weights = [...], methods = [...], max_items
+    [blend]  item_item = "off", regs = [50.0, ...], alphas, betas, weights = [...], methods = [...], max_items
 
 An unknown section or key, a wrong type or an impossible value (NaN and infinities included)
 fails before anything runs with one sentence naming the key: each section is a `Validated`
@@ -300,8 +300,10 @@ class EvalConfig(Validated):
 class BlendConfig(Validated):
     """An item-item component blended with the trained model (tfrec.evaluate.blend), fitted at
     the end of `tfrec train` on the TRAINING interactions. item_item "ease": B = Id - P /
-    diag(P), P = (X^T X + reg Id)^-1 (tfrec.evaluate.item_item); a user's item-item scores are
-    their training history times B. Both models' scores are put on one per-user scale (method
+    diag(P), P = (X^T X + reg Id)^-1, for each reg of regs; "rp3beta": the random walk
+    item -> user -> item, its steps raised to alpha, the target's popularity dividing by
+    n_j^beta, for each (alpha, beta) of alphas x betas (tfrec.evaluate.item_item); a user's
+    item-item scores are their training history times B. Both models' scores are put on one per-user scale (method
     "zscore": standardised; "rank": rank position over I - 1; "max": divided by the largest
     |score|) and mixed as (1 - weight) * model + weight * item-item. Every (reg, method, weight) of the lists is tried on the VALIDATION
     split (eval.early_stop); the best one is what `tfrec evaluate` and the exported SavedModel
@@ -310,11 +312,19 @@ class BlendConfig(Validated):
     refits the blend, the model's training is kept."""
 
     item_item: str = dataclasses.field(default="off", metadata={
-        "choices": ("off", "ease"),
-        "note": '"off" (the model alone) or "ease" (a closed-form item-item model blended in)'})
+        "choices": ("off", "ease", "rp3beta"),
+        "note": '"off" (the model alone), "ease" or "rp3beta" (a closed-form item-item model '
+                'blended in)'})
     regs: tuple[float, ...] = dataclasses.field(
         default=(50.0, 100.0, 250.0, 500.0, 1000.0),
         metadata={"range": (1e-6, 1e9, None), "note": "EASE ridge values tried on valid"})
+    alphas: tuple[float, ...] = dataclasses.field(
+        default=(0.6, 0.8, 1.0),
+        metadata={"range": (1e-3, 10.0, None), "note": "RP3beta walk exponents tried on valid"})
+    betas: tuple[float, ...] = dataclasses.field(
+        default=(0.5, 0.6, 0.7, 0.8),
+        metadata={"range": (0.0, 10.0, None),
+                  "note": "RP3beta popularity exponents tried on valid"})
     weights: tuple[float, ...] = dataclasses.field(
         default=(0.05, 0.1, 0.15, 0.2, 0.3, 0.5, 0.7, 1.0),
         metadata={"range": (0.0, 1.0, None),
@@ -327,7 +337,7 @@ class BlendConfig(Validated):
     SECTION = "blend"
 
     def check(self):
-        for key in ("regs", "weights", "methods"):
+        for key in ("regs", "alphas", "betas", "weights", "methods"):
             values = getattr(self, key)
             if not values or len(set(values)) != len(values):
                 raise TfrecError(f"config key blend.{key} is {list(values)}, but it must list "

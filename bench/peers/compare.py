@@ -144,7 +144,9 @@ def run_tfrec(schema: str, config: str | None, split_dir: Path, run_dir: Path) -
            "best_epoch": info.get("best_epoch"), "epochs_run": info.get("epochs_run")}
     blend = info.get("blend") or {}
     if blend.get("chosen"):
-        out["chosen"] = {k: blend["chosen"][k] for k in ("reg", "weight")}
+        fit = blend["chosen"].get("item_item") or {"reg": blend["chosen"]["reg"]}  # older runs
+        out["chosen"] = {**{k: v for k, v in fit.items() if k != "model"},
+                         "weight": blend["chosen"]["weight"]}
         out["chosen_method"] = blend["chosen"]["method"]
         out["model_alone"] = {**blend["model_alone"], "wall": out["wall"],
                               "best_epoch": out["best_epoch"], "epochs_run": out["epochs_run"]}

@@ -4,7 +4,7 @@
   scoring    score functions from embedding tables (every dot-product model)
   harness    one model on valid, test and the cold-start slice of test
   baselines  popularity (MF is a model: tfrec.model.recommender)
-  item_item  EASE in closed form: an item-item model of the training interactions
+  item_item  EASE and RP3beta in closed form: item-item models of the training interactions
   blend      a model's scores blended with the item-item ones, the blend chosen on valid
   report     metrics as a table or JSON
   commands   `tfrec evaluate` (CLI glue: it rebuilds a trained run through tfrec.train)

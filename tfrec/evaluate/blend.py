@@ -51,13 +51,14 @@ def normalize(scores: np.ndarray, method: str) -> np.ndarray:
 class Blend:
     """A chosen blend: item_item B [I, I] float32, the users' history CSR it multiplies (the
     training items, indptr [U + 1], indices [nnz]), weight in [0, 1] of the item-item part,
-    the normalisation method, and the EASE ridge reg B was fitted with."""
+    the normalisation method, and the item-item model B was fitted with: its name and
+    parameters, e.g. {"model": "ease", "reg": 250.0} (tfrec.evaluate.item_item)."""
 
     item_item: np.ndarray
     history: Csr
     weight: float
     method: str
-    reg: float
+    fit: dict
 
     def scores(self, base: np.ndarray, rows: np.ndarray) -> np.ndarray:
         """base [B, I] scores of user `rows` [B] -> blended [B, I] float32."""
@@ -73,35 +74,37 @@ class Blend:
     def save(self, folder: Path) -> None:
         np.save(folder / "item_item.npy", self.item_item)
         (folder / "blend.json").write_text(json.dumps(
-            {"weight": self.weight, "method": self.method, "reg": self.reg}) + "\n")
+            {"weight": self.weight, "method": self.method, "item_item": self.fit}) + "\n")
 
     @classmethod
     def load(cls, folder: Path, history: Csr) -> "Blend":
         try:
             params = json.loads((folder / "blend.json").read_text())
             weights = np.load(folder / "item_item.npy")
-        except (OSError, ValueError) as e:
+            # blend.json files written before RP3beta hold EASE's "reg" alone
+            fit = params.get("item_item") or {"model": "ease", "reg": float(params["reg"])}
+            return cls(weights, history, float(params["weight"]), params["method"], fit)
+        except (OSError, ValueError, KeyError) as e:
             raise TfrecError(f"the blend in {folder} is damaged or incomplete ({e}): train the "
                              "run again to refit it") from None
-        return cls(weights, history, float(params["weight"]), params["method"],
-                   float(params["reg"]))
 
 
 def _mix(a: np.ndarray, b: np.ndarray, weight: float) -> np.ndarray:
     return (np.float32(1.0 - weight) * a + np.float32(weight) * b).astype(np.float32)
 
 
-def choose_blend(base_fn: ScoreFn, history: Csr, item_item: Callable[[float], np.ndarray],
-                 users: np.ndarray, regs: Sequence[float], weights: Sequence[float],
+def choose_blend(base_fn: ScoreFn, history: Csr, item_item: Callable[[dict], np.ndarray],
+                 fits: Sequence[dict], users: np.ndarray, weights: Sequence[float],
                  methods: Sequence[str], valid_metric: Callable[[ScoreFn], float]
                  ) -> tuple[Blend | None, dict]:
-    """Tries every (reg, method, weight > 0) of the grid on the validation metric.
+    """Tries every (item-item fit, method, weight > 0) of the grid on the validation metric.
 
-    base_fn: the model's score function; history: training CSR; item_item: reg -> B [I, I]
-    fitted on that history (e.g. EASE: `ease_weights(gram(history), reg)`); users: the rows
-    `valid_metric` scores (users with a validation target); valid_metric: score_fn -> the validation metric (higher is better; it must read no test
-    data). Returns (the best blend, or None when no blend beats the model alone (weight 0),
-    and a report: the model alone, the chosen point, every grid point).
+    base_fn: the model's score function; history: training CSR; item_item: fit -> B [I, I]
+    fitted on that history, for each of `fits` (e.g. {"model": "ease", "reg": 250.0}:
+    `ease_weights(gram(history), 250.0)`); users: the rows `valid_metric` scores (users with a
+    validation target); valid_metric: score_fn -> the validation metric (higher is better; it
+    must read no test data). Returns (the best blend, or None when no blend beats the model
+    alone (weight 0), and a report: the model alone, the chosen point, every grid point).
     """
     users = np.asarray(users, np.int64)
     position = np.full(len(history[0]) - 1, -1, np.int64)
@@ -110,8 +113,8 @@ def choose_blend(base_fn: ScoreFn, history: Csr, item_item: Callable[[float], np
     alone = valid_metric(lambda rows: base[position[rows]])
     best, best_value, grid = None, alone, []
     own = {method: normalize(base, method) for method in methods}
-    for reg in regs:
-        b = item_item(reg)
+    for fit in fits:
+        b = item_item(fit)
         raw = history_scores(b, history, users)
         for method in methods:
             other = normalize(raw, method)
@@ -120,12 +123,12 @@ def choose_blend(base_fn: ScoreFn, history: Csr, item_item: Callable[[float], np
                     continue  # the model alone
                 mixed = _mix(own[method], other, weight)
                 value = valid_metric(lambda rows, m=mixed: m[position[rows]])
-                grid.append([reg, method, weight, round(value, 6)])
+                grid.append([fit, method, weight, round(value, 6)])
                 if value > best_value:
                     best_value = value
-                    best = Blend(b, history, weight, method, reg)
+                    best = Blend(b, history, weight, method, fit)
     report = {"valid_model_alone": round(alone, 6), "grid": grid,
               "chosen": None if best is None else
-              {"method": best.method, "reg": best.reg, "weight": best.weight,
+              {"item_item": best.fit, "method": best.method, "weight": best.weight,
                "valid": round(best_value, 6)}}
     return best, report
