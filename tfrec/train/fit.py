@@ -32,6 +32,7 @@ from tfrec.heads.retrieval import RetrievalHead
 from tfrec.model.recommender import Embeddings, GraphRecommender, resolved
 from tfrec.train import distribute
 from tfrec.train.inference import SampledEmbedder, by_size
+from tfrec.train.optimizers import LazyAdam
 from tfrec.train.prepare import Prepared
 from tfrec.train.run_dir import RunDir
 from tfrec.train.tensorboard import Board
@@ -103,6 +104,8 @@ def _optimizer(config: Config, steps_per_epoch: int, start_step: int = 0):
         return tf.keras.optimizers.AdamW(lr, weight_decay=t.weight_decay)
     if t.optimizer == "sgd":
         return tf.keras.optimizers.SGD(lr, momentum=0.9)
+    if t.optimizer == "lazy_adam":
+        return LazyAdam(lr)
     return tf.keras.optimizers.Adam(lr)
 
 
