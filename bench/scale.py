@@ -1,8 +1,9 @@
 """Full-graph vs sampled training cost on synthetic e-commerce graphs of growing size.
 
 Run: TF_USE_LEGACY_KERAS=1 .venv/bin/python bench/scale.py [--sizes 1e5,1e6,1e7] [--steps 5]
-         [--modes sampled,full] [--fanouts 10,10,5] [--layers 3] [--batch 8192]
-         [--negatives all] [--parallel 1] [--full-up-to 1.5e6] [--out /tmp/tfrec-scale2]
+         [--modes sampled,full] [--optimizers adam,lazy_adam] [--fanouts 10,10,5] [--layers 3]
+         [--batch 8192] [--negatives all] [--parallel 1] [--full-up-to 1.5e6] [--whole-epoch]
+         [--out /tmp/tfrec-scale2]
 Each size is the e-commerce generator (tfrec.data.ecommerce) scaled up: its catalogue with
 items = interactions / 50 (2,000 to 20,000) and users drawn 1,000 at a time from the same
 catalogue up to POOL interactions, then clones of those users with a third of their items
@@ -11,8 +12,8 @@ at 20,000 items), until about `size` interactions, knowledge graph included (bra
 categories, materials, uses); streamed once to --out/<size>/ with a copy of
 schemas/ecommerce.pbtxt. Each (size, mode) runs in its own process (so peak memory is its own)
 with the built-in defaults except text.mode "off" (no MiniLM: graph cost only) and the flags
-(model.layers, train.batch_size / negatives, sample.fanouts / parallel): prepare the graph,
-build the trainer, then
+(model.layers, train.batch_size / negatives / optimizer, sample.fanouts / parallel): prepare
+the graph, build the trainer, then
   sampled: draw 3 subgraphs directly (the sampling time), then run `--steps` steps through the
            prefetched tf.data pipeline after a first, traced one;
   full:    run `--steps` full-graph steps after a first, traced one (not above --full-up-to).
@@ -21,7 +22,13 @@ steps (labelled so), training only (no validation pass). CPU seconds are the pro
 time (every thread) over the same steps: comparable across machine load, unlike wall time;
 `uptime` is printed before and after, and the 1-minute load beside each row. Peak memory is
 the process's maximum resident set. Prints one table and, between successive sizes, the growth
-of the sampled epoch against the growth of the interactions (linear: equal factors).
+of the sampled epoch against the growth of the interactions (linear: equal factors); and for
+every run the wall s, CPU s and peak RSS (by its end) of each phase: prepare (tables -> model
+graph), build (model, optimizer slots, sampler), first_step (traced), steps.
+--whole-epoch: instead of the timed steps, the whole first epoch as `tfrec train` runs it
+(Trainer._train_epoch: the prefetched sampled pipeline) and then its validation pass
+(Trainer._validate: batched sampled inference above sample.auto_edges, full ranking of the
+valid users), each timed as a phase: no extrapolation.
 """
 
 import argparse

@@ -254,3 +254,23 @@ def model_graph(graph, schema: Schema, *, use_kg: bool = True, use_features: boo
             features={"efeat": tf.constant(efeat, tf.float32)})
     model_in = tfgnn.GraphTensor.from_pieces(node_sets=node_sets, edge_sets=edge_sets)
     return model_in, ModelSpec(model_in.spec, encoders, schema.user_set, schema.item_set)
+
+
+def edgeless(graph):
+    """`graph` (a model graph) with every edge set emptied, its nodes and their features
+    unchanged: a pass over it builds every weight of a model (node encoders on all nodes, the
+    layers' message functions on no edges) without the full graph's [E, dim] messages (at 1e7
+    interactions each is ~4 GB)."""
+    import tensorflow as tf
+    import tensorflow_gnn as tfgnn
+
+    edge_sets = {}
+    for name, e in graph.edge_sets.items():
+        adj = e.adjacency
+        edge_sets[name] = tfgnn.EdgeSet.from_fields(
+            sizes=tf.zeros_like(e.sizes),
+            adjacency=tfgnn.Adjacency.from_indices(source=(adj.source_name, adj.source[:0]),
+                                                   target=(adj.target_name, adj.target[:0])),
+            features={k: v[:0] for k, v in e.features.items()})
+    return tfgnn.GraphTensor.from_pieces(context=graph.context, node_sets=graph.node_sets,
+                                         edge_sets=edge_sets)
