@@ -39,7 +39,6 @@ from tfrec.train.run_dir import RunDir
 from tfrec.train.tensorboard import Board
 
 
-
 class TrainingDiverged(TfrecError):
     exit_code = 3
 
