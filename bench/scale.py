@@ -286,7 +286,8 @@ def _phases(rows: list[dict]) -> None:
             print(f"{r['interactions']} {r['mode']} {r['optimizer']}: epoch + validation "
                   f"{r['epoch_s'] + r['validate_s']:.0f} s wall, prepare to validated "
                   f"{sum(r[p + '_s'] for p in ('prepare', 'build', 'epoch', 'validate')):.0f} s;"
-                  f" loss {r['loss']:.4f}, valid {json.dumps(r['valid'])}")
+                  f" loss {r['loss']:.4f}, valid NDCG@20 {r['valid']['ndcg@20']:.4f}, "
+                  f"Recall@20 {r['valid']['recall@20']:.4f} (one epoch)")
 
 
 def _steps(rows: list[dict], steps: int) -> None:
