@@ -72,7 +72,7 @@ def test_the_config_choice_builds_it():
         is tf.keras.optimizers.Adam
 
 
-@pytest.mark.parametrize("precision", [False, True])
+@pytest.mark.parametrize("precision", [False, pytest.param(True, marks=pytest.mark.slow)])
 def test_a_sampled_steps_id_table_gradients_are_sparse(planted, tmp_path,  # noqa: F811
                                                        precision):
     """The step's gradients of the ID (and categorical) tables are IndexedSlices, with and
