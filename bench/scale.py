@@ -1,8 +1,9 @@
 """Full-graph vs sampled training cost on synthetic e-commerce graphs of growing size.
 
 Run: TF_USE_LEGACY_KERAS=1 .venv/bin/python bench/scale.py [--sizes 1e5,1e6,1e7] [--steps 5]
-         [--modes sampled,full] [--fanouts 10,10,5] [--layers 3] [--batch 8192]
-         [--negatives all] [--parallel 1] [--full-up-to 1.5e6] [--out /tmp/tfrec-scale2]
+         [--modes sampled,full] [--optimizers adam,lazy_adam] [--fanouts 10,10,5] [--layers 3]
+         [--batch 8192] [--negatives all] [--parallel 1] [--full-up-to 1.5e6] [--whole-epoch]
+         [--out /tmp/tfrec-scale2]
 Each size is the e-commerce generator (tfrec.data.ecommerce) scaled up: its catalogue with
 items = interactions / 50 (2,000 to 20,000) and users drawn 1,000 at a time from the same
 catalogue up to POOL interactions, then clones of those users with a third of their items
@@ -11,8 +12,8 @@ at 20,000 items), until about `size` interactions, knowledge graph included (bra
 categories, materials, uses); streamed once to --out/<size>/ with a copy of
 schemas/ecommerce.pbtxt. Each (size, mode) runs in its own process (so peak memory is its own)
 with the built-in defaults except text.mode "off" (no MiniLM: graph cost only) and the flags
-(model.layers, train.batch_size / negatives, sample.fanouts / parallel): prepare the graph,
-build the trainer, then
+(model.layers, train.batch_size / negatives / optimizer, sample.fanouts / parallel): prepare
+the graph, build the trainer, then
   sampled: draw 3 subgraphs directly (the sampling time), then run `--steps` steps through the
            prefetched tf.data pipeline after a first, traced one;
   full:    run `--steps` full-graph steps after a first, traced one (not above --full-up-to).
@@ -21,7 +22,13 @@ steps (labelled so), training only (no validation pass). CPU seconds are the pro
 time (every thread) over the same steps: comparable across machine load, unlike wall time;
 `uptime` is printed before and after, and the 1-minute load beside each row. Peak memory is
 the process's maximum resident set. Prints one table and, between successive sizes, the growth
-of the sampled epoch against the growth of the interactions (linear: equal factors).
+of the sampled epoch against the growth of the interactions (linear: equal factors); and for
+every run the wall s, CPU s and peak RSS (by its end) of each phase: prepare (tables -> model
+graph), build (model, optimizer slots, sampler), first_step (traced), steps.
+--whole-epoch: instead of the timed steps, the whole first epoch as `tfrec train` runs it
+(Trainer._train_epoch: the prefetched sampled pipeline) and then its validation pass
+(Trainer._validate: batched sampled inference above sample.auto_edges, full ranking of the
+valid users), each timed as a phase: no extrapolation.
 """
 
 import argparse
@@ -115,9 +122,27 @@ def clones(pool, facts, size: int, rng):
             yield drawn_users, rows
 
 
-def measure(schema: str, mode: str, steps: int, settings: dict) -> dict:
+class Phases:
+    """Wall seconds, CPU seconds (every thread of the process) and peak resident memory so
+    far (the process's maximum RSS by the phase's end) of each timed phase, in `figures`."""
+
+    def __init__(self, figures: dict):
+        self.figures = figures
+
+    def __call__(self, name: str, fn):
+        clock, cpu = time.perf_counter(), time.process_time()
+        out = fn()
+        self.figures[f"{name}_s"] = time.perf_counter() - clock
+        self.figures[f"{name}_cpu_s"] = time.process_time() - cpu
+        self.figures[f"{name}_peak_mib"] = _peak_mib()
+        return out
+
+
+def measure(schema: str, mode: str, steps: int, settings: dict, whole_epoch: bool = False
+            ) -> dict:
     """Trains `steps` steps of `mode` on the graph of `schema` with the config `settings`
-    ({section: {key: value}}); returns the figures."""
+    ({section: {key: value}}); returns the figures. whole_epoch: instead of timed steps, the
+    whole first epoch as `tfrec train` runs it, then the validation pass."""
     import tensorflow as tf
 
     from tfrec.config import config_from_dict
@@ -128,18 +153,23 @@ def measure(schema: str, mode: str, steps: int, settings: dict) -> dict:
     settings = {k: dict(v) for k, v in settings.items()}
     settings.setdefault("train", {})["mode"] = mode
     config = config_from_dict(settings)
-    figures = {"mode": mode}
-    clock = time.perf_counter()
-    prepared = prepare(schema, config, progress=False)
-    figures["prepare_s"] = time.perf_counter() - clock
+    figures = {"mode": mode, "optimizer": config.train.optimizer}
+    phase = Phases(figures)
+    prepared = phase("prepare", lambda: prepare(schema, config, progress=False))
     graph = prepared.model_graph
     figures["interactions"] = int(graph.edge_sets[prepared.data.schema.interactions].total_size)
     figures["edges"] = sum(int(e.total_size) for e in graph.edge_sets.values())
-    clock = time.perf_counter()
-    trainer = Trainer(prepared, config, RunDir(tempfile.mkdtemp() + "/run"), False,
-                      lambda line: None)
-    figures["build_s"] = time.perf_counter() - clock
+    trainer = phase("build", lambda: Trainer(prepared, config, RunDir(tempfile.mkdtemp() + "/run"),
+                                             False, lambda line: None))
     batches = trainer.batches
+    figures["steps_per_epoch"] = batches.steps
+    if whole_epoch:
+        losses = phase("epoch", lambda: trainer._train_epoch(1, bar=None))
+        figures["loss"] = losses["total"]
+        valid = phase("validate", trainer._validate)
+        figures["valid"] = {k: float(v) for k, v in valid.items()}
+        figures["peak_mib"], figures["load"] = _peak_mib(), os.getloadavg()[0]
+        return figures
     if mode == "sampled":
         draws, cpu = [], []
         for k, (u, i, _) in zip(range(4), batches.epoch(0)):
@@ -162,21 +192,20 @@ def measure(schema: str, mode: str, steps: int, settings: dict) -> dict:
                               fresh, candidates, view.item_rows)
         float(losses["total"])
 
-    clock = time.perf_counter()
-    step()  # traces the step
-    figures["first_step_s"] = time.perf_counter() - clock
-    clock, process = time.perf_counter(), time.process_time()
-    for _ in range(steps):
-        step()
-    figures["step_s"] = (time.perf_counter() - clock) / steps
-    figures["step_cpu_s"] = (time.process_time() - process) / steps  # every thread's
+    phase("first_step", step)  # traces the step
+    phase("steps", lambda: [step() for _ in range(steps)])
+    figures["step_s"] = figures["steps_s"] / steps
+    figures["step_cpu_s"] = figures["steps_cpu_s"] / steps  # every thread's
     figures["examples_per_s"] = batches.batch / figures["step_s"]
-    figures["steps_per_epoch"] = batches.steps
     figures["epoch_s_extrapolated"] = batches.steps * figures["step_s"]
     figures["epoch_cpu_s_extrapolated"] = batches.steps * figures["step_cpu_s"]
-    figures["peak_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    figures["peak_mib"] = _peak_mib()
     figures["load"] = os.getloadavg()[0]
     return figures
+
+
+def _peak_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def main() -> None:
@@ -191,12 +220,17 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=8192)
     parser.add_argument("--negatives", default="all")
     parser.add_argument("--parallel", type=int, default=1)
+    parser.add_argument("--optimizers", default="adam",
+                        help="train.optimizer values, each measured at every size")
+    parser.add_argument("--whole-epoch", action="store_true",
+                        help="time the whole first epoch and the validation pass, not --steps")
     parser.add_argument("--out", default=str(Path(tempfile.gettempdir()) / "tfrec-scale2"))
     parser.add_argument("--one", nargs=3, metavar=("SCHEMA", "MODE", "SETTINGS"),
                         help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
-        print(json.dumps(measure(args.one[0], args.one[1], args.steps, json.loads(args.one[2]))))
+        print(json.dumps(measure(args.one[0], args.one[1], args.steps, json.loads(args.one[2]),
+                                 args.whole_epoch)))
         return
     fanouts = [int(f) for f in args.fanouts.split(",")]
     settings = {"text": {"mode": "off"}, "model": {"layers": args.layers},
@@ -209,44 +243,80 @@ def main() -> None:
         schema = generate(Path(args.out) / f"{size:.0e}", size)
         print(f"== {size:.0e} interactions: tables in {schema.parent} "
               f"({time.perf_counter() - clock:.0f} s)", flush=True)
-        for mode in args.modes.split(","):
+        for mode, optimizer in itertools.product(args.modes.split(","),
+                                                 args.optimizers.split(",")):
             if mode == "full" and size > args.full_up_to:
                 print(f"   full: not run above {args.full_up_to:,.0f} interactions (a full-graph "
                       "step embeds every edge: hours an epoch, and memory beyond this host's "
                       "share)", flush=True)
                 continue
+            settings["train"]["optimizer"] = optimizer
             done = subprocess.run(
                 [sys.executable, __file__, "--one", str(schema), mode, json.dumps(settings),
-                 "--steps", str(args.steps)],
+                 "--steps", str(args.steps)] + (["--whole-epoch"] if args.whole_epoch else []),
                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
             if done.returncode != 0:
-                print(f"   {mode}: failed\n{done.stderr[-2000:]}", flush=True)
+                print(f"   {mode} {optimizer}: failed\n{done.stderr[-2000:]}", flush=True)
                 continue
             rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
             print("   " + json.dumps(rows[-1]), flush=True)
     print(f"\nuptime: {_uptime()}")
-    print(f"config: {json.dumps(settings)}; {args.steps} timed steps after a traced one; "
-          "s/epoch EXTRAPOLATED = steps per epoch x s/step (wall), cpu s = process CPU time "
-          "(all threads) per step; training only")
-    print(f"{'interactions':>12}{'edges':>10}{'mode':>8}{'sub edges':>10}{'sample s':>9}"
-          f"{'step s':>8}{'cpu s':>7}{'ex/s':>8}{'steps':>7}{'s/epoch*':>10}"
+    del settings["train"]["optimizer"]
+    print(f"config: {json.dumps(settings)}")
+    _phases(rows)
+    if not args.whole_epoch:
+        _steps(rows, args.steps)
+
+
+def _phases(rows: list[dict]) -> None:
+    """Prints wall s, CPU s and peak RSS (GiB, by the phase's end) of each row's phases."""
+    names = [p for p in ("prepare", "build", "first_step", "steps", "epoch", "validate")
+             if any(f"{p}_s" in r for r in rows)]
+    print("phases: wall s / CPU s (all threads) / peak RSS GiB so far")
+    print(f"{'interactions':>12}{'mode':>8}{'optimizer':>10}"
+          + "".join(f"{p:>22}" for p in names) + f"{'load':>6}")
+    for r in rows:
+        cells = "".join(f"{r[p + '_s']:>8.0f}/{r[p + '_cpu_s']:>6.0f}/"
+                        f"{r[p + '_peak_mib'] / 1024:>6.2f}" if f"{p}_s" in r else f"{'-':>22}"
+                        for p in names)
+        print(f"{r['interactions']:>12}{r['mode']:>8}{r['optimizer']:>10}{cells}"
+              f"{r['load']:>6.1f}")
+    for r in rows:
+        if "valid" in r:
+            print(f"{r['interactions']} {r['mode']} {r['optimizer']}: epoch + validation "
+                  f"{r['epoch_s'] + r['validate_s']:.0f} s wall, prepare to validated "
+                  f"{sum(r[p + '_s'] for p in ('prepare', 'build', 'epoch', 'validate')):.0f} s;"
+                  f" loss {r['loss']:.4f}, valid NDCG@20 {r['valid']['ndcg@20']:.4f}, "
+                  f"Recall@20 {r['valid']['recall@20']:.4f} (one epoch)")
+
+
+def _steps(rows: list[dict], steps: int) -> None:
+    """Prints the timed steps' table and the growth between successive sizes."""
+    print(f"{steps} timed steps after a traced one; s/epoch EXTRAPOLATED = steps per epoch x "
+          "s/step (wall), cpu s = process CPU time (all threads) per step; training only")
+    print(f"{'interactions':>12}{'edges':>10}{'mode':>8}{'optimizer':>10}{'sub edges':>10}"
+          f"{'sample s':>9}{'step s':>8}{'cpu s':>7}{'ex/s':>8}{'steps':>7}{'s/epoch*':>10}"
           f"{'cpu s/ep*':>10}{'peak GiB':>9}{'load':>6}")
     for r in rows:
         sample = f"{r['sample_s']:.2f}" if "sample_s" in r else "-"
         sub = f"{r['subgraph_edges']}" if "subgraph_edges" in r else "-"
-        print(f"{r['interactions']:>12}{r['edges']:>10}{r['mode']:>8}{sub:>10}{sample:>9}"
+        print(f"{r['interactions']:>12}{r['edges']:>10}{r['mode']:>8}{r['optimizer']:>10}"
+              f"{sub:>10}{sample:>9}"
               f"{r['step_s']:>8.2f}{r['step_cpu_s']:>7.2f}{r['examples_per_s']:>8.0f}"
               f"{r['steps_per_epoch']:>7}{r['epoch_s_extrapolated']:>10.0f}"
               f"{r['epoch_cpu_s_extrapolated']:>10.0f}{r['peak_mib'] / 1024:>9.2f}"
               f"{r['load']:>6.1f}")
-    sampled = sorted((r for r in rows if r["mode"] == "sampled"), key=lambda r: r["interactions"])
-    for a, b in zip(sampled, sampled[1:]):
-        grow = b["interactions"] / a["interactions"]
-        print(f"sampled {a['interactions']} -> {b['interactions']} interactions (x{grow:.1f}): "
-              f"s/epoch x{b['epoch_s_extrapolated'] / a['epoch_s_extrapolated']:.1f}, "
-              f"CPU s/epoch x{b['epoch_cpu_s_extrapolated'] / a['epoch_cpu_s_extrapolated']:.1f}"
-              f", CPU s/step x{b['step_cpu_s'] / a['step_cpu_s']:.2f} (linear: epoch factors "
-              f"x{grow:.1f}, step factor x1)")
+    for optimizer in dict.fromkeys(r["optimizer"] for r in rows):
+        sampled = sorted((r for r in rows if r["mode"] == "sampled"
+                          and r["optimizer"] == optimizer), key=lambda r: r["interactions"])
+        for a, b in zip(sampled, sampled[1:]):
+            grow = b["interactions"] / a["interactions"]
+            print(f"sampled {optimizer} {a['interactions']} -> {b['interactions']} interactions "
+                  f"(x{grow:.1f}): s/epoch x{b['epoch_s_extrapolated'] / a['epoch_s_extrapolated']:.1f}"
+                  f", CPU s/epoch "
+                  f"x{b['epoch_cpu_s_extrapolated'] / a['epoch_cpu_s_extrapolated']:.1f}"
+                  f", CPU s/step x{b['step_cpu_s'] / a['step_cpu_s']:.2f} (linear: epoch factors "
+                  f"x{grow:.1f}, step factor x1)")
 
 
 def _uptime() -> str:

@@ -3,10 +3,10 @@ a process of their own (logical devices and clusters must be set before TensorFl
 for tests/test_train_distribute.py.
 
     python tests/distributed_run.py FOLDER OUT STRATEGY[,STRATEGY...] [--cpus N]
-        [--workers W --ps P] [--init CKPT] [--sampled]
+        [--workers W --ps P] [--init CKPT] [--sampled] [--optimizer NAME]
 
 FOLDER: the planted tables (test_model_planted.planted); --cpus: logical CPU devices;
---sampled: train.mode "sampled", fan-outs above every degree (every edge within 2 hops is
+--optimizer: train.optimizer (default "sgd", see CONFIG); --sampled: train.mode "sampled", fan-outs above every degree (every edge within 2 hops is
 drawn: the subgraph of a set of pairs does not depend on the draws); STRATEGY "shares": one
 device taking the steps of --cpus replicas, each on the subgraph of its share of the batch
 (the steps a sampled mirrored run must take);
@@ -76,6 +76,7 @@ def main(argv) -> None:
     p.add_argument("--ps", type=int, default=0)
     p.add_argument("--init", type=Path)
     p.add_argument("--sampled", action="store_true")
+    p.add_argument("--optimizer", default=CONFIG["train"]["optimizer"])
     a = p.parse_args(argv)
     if a.cpus > 1:
         cpu = tf.config.list_physical_devices("CPU")[0]
@@ -88,14 +89,14 @@ def main(argv) -> None:
         if strategy != "shares":
             make_strategy(strategy, SHARD_BYTES)
     for strategy in a.strategies.split(","):
-        run(a.folder, a.out / strategy, strategy, a.init, a.sampled, a.cpus)
+        run(a.folder, a.out / strategy, strategy, a.init, a.sampled, a.cpus, a.optimizer)
 
 
-def config(folder: Path, strategy: str, sampled: bool = False):
+def config(folder: Path, strategy: str, sampled: bool = False, optimizer: str = "sgd"):
     from tfrec.config import config_from_dict
 
     train = {**CONFIG["train"], "strategy": strategy, "shard_bytes": SHARD_BYTES,
-             "mode": "sampled" if sampled else "full"}
+             "mode": "sampled" if sampled else "full", "optimizer": optimizer}
     return config_from_dict({**CONFIG, "train": train, "sample": {"fanouts": EVERY_EDGE},
                              "split": {"method": "files", "split_dir": str(folder / "splits")}})
 
@@ -121,13 +122,13 @@ def shared_steps(trainer, epoch: int, replicas: int):
 
 
 def run(folder: Path, out: Path, strategy: str, init: Path | None, sampled: bool,
-        cpus: int) -> None:
+        cpus: int, optimizer: str) -> None:
     from tfrec.train.fit import Trainer, embeddings
     from tfrec.train.prepare import prepare
     from tfrec.train.run_dir import RunDir
 
     name = "default" if strategy == "shares" else strategy
-    conf = config(folder, name, sampled)
+    conf = config(folder, name, sampled, optimizer)
     prepared = prepare(str(folder / "schema.pbtxt"), conf, progress=False)
     out.mkdir(parents=True, exist_ok=True)
     trainer = Trainer(prepared, conf, RunDir(out / "run"), False, lambda line: None)

@@ -244,3 +244,20 @@ def test_sampled_parameter_server_on_loopback_draws_on_the_worker(sampled_runs, 
     _, _, result = _result(sampled_runs / "parameter_server")
     assert result["shards"] == {"user": 2, "item": 2, "entity": 1}
     _assert_same_steps(sampled_runs / "parameter_server", sampled_runs / "default")
+
+
+@pytest.mark.slow  # two processes, ~2 CPU-minutes
+def test_lazy_adam_under_mirrored_and_parameter_server_takes_one_devices_steps(
+        planted, tmp_path):  # noqa: F811
+    """train.optimizer "lazy_adam", sampled: the ID tables' sparse gradients are all-reduced
+    by the mirrored replicas, and applied shard by shard on the ps tasks (each shard's rows
+    of the gradient), taking the steps one device takes (as the SGD runs above do)."""
+    _run(planted, tmp_path, "default,shares,mirrored", "--cpus", "2", "--sampled",
+         "--optimizer", "lazy_adam", "--init", tmp_path / "init")
+    losses = [s["total"] for s in _result(tmp_path / "shares")[0]]
+    assert len(set(losses)) == len(losses)  # it moves (at SGD's rate 0.5 Adam does not learn)
+    _assert_same_steps(tmp_path / "mirrored", tmp_path / "shares")
+    _run(planted, tmp_path, "parameter_server", "--workers", "1", "--ps", "2", "--sampled",
+         "--optimizer", "lazy_adam", "--init", tmp_path / "init")
+    assert _result(tmp_path / "parameter_server")[2]["shards"]["user"] == 2
+    _assert_same_steps(tmp_path / "parameter_server", tmp_path / "default")

@@ -127,16 +127,20 @@ def test_known_ids_keep_their_rows_and_scores_new_ids_start_fresh(old_run, table
     assert checked >= 12
 
 
-def test_the_optimizer_continues_with_its_slots_mapped_like_the_weights(old_run, tables):
+@pytest.mark.parametrize("name", ["adam", "lazy_adam"])
+def test_the_optimizer_continues_with_its_slots_mapped_like_the_weights(old_run, tables, name):
     """Adam's moments m, v of a known row move with it, a new row's are zero, the step count t
-    continues and the learning-rate schedule restarts (cosine at its start: the full rate).
-    One step with zero gradients then moves a known row by hand:
+    continues and the learning-rate schedule restarts (cosine at its start: the full rate); so
+    for train.optimizer "lazy_adam" (Adam's slots) continuing the old Adam run.
+    One step with a zero gradient of the item table's row of i3 (IndexedSlices, as a lookup
+    gives), zero dense gradients elsewhere, then moves i3 by hand:
         m' = b1 m,  v' = b2 v,  alpha = lr sqrt(1 - b2^(t+1)) / (1 - b1^(t+1)),
         row' = row - alpha m' / (sqrt(v') + eps)
-    and leaves i7's row alone (m' = 0)."""
+    and leaves i7's row alone (m' = 0); i1, not in the gradient, moves the same way under
+    Adam but keeps its row and moments under lazy Adam."""
     import tensorflow as tf
 
-    config = config_from_dict(CONFIG)
+    config = config_from_dict({**CONFIG, "train": {**CONFIG["train"], "optimizer": name}})
     new_prepared = prepare(str(tables / "schema.pbtxt"), config, progress=False)
     warm = WarmStart.open(str(old_run), str(tables / "new-run"), str(tables / "schema.pbtxt"),
                           config)
@@ -166,13 +170,21 @@ def test_the_optimizer_continues_with_its_slots_mapped_like_the_weights(old_run,
                                       old_v[old_ids.index(item)])
     assert not m.numpy()[0].any() and not v.numpy()[0].any()  # i7, new
     before, m0, v0 = table.numpy(), m.numpy(), v.numpy()
-    optimizer.apply_gradients([(tf.zeros_like(x), x) for x in variables])
+    r, other = new_ids.index("i3"), new_ids.index("i1")
+    row = tf.IndexedSlices(tf.zeros([1, table.shape[1]]), tf.constant([r]), table.shape)
+    optimizer.apply_gradients([(row if x is table else tf.zeros_like(x), x) for x in variables])
     lr, b1, b2, eps = CONFIG["train"]["learning_rate"], 0.9, 0.999, 1e-7
     alpha = lr * np.sqrt(1 - b2 ** (t + 1)) / (1 - b1 ** (t + 1))
-    r = new_ids.index("i3")
-    expected = before[r] - alpha * (b1 * m0[r]) / (np.sqrt(b2 * v0[r]) + eps)
-    np.testing.assert_allclose(table.numpy()[r], expected, rtol=1e-5, atol=1e-7)
+    def adam(k):
+        return before[k] - alpha * (b1 * m0[k]) / (np.sqrt(b2 * v0[k]) + eps)
+
+    for k in (r, other) if name == "adam" else (r,):
+        np.testing.assert_allclose(table.numpy()[k], adam(k), rtol=1e-5, atol=1e-7)
     np.testing.assert_array_equal(table.numpy()[0], before[0])
+    if name == "lazy_adam":
+        assert np.abs(adam(other) - before[other]).max() > 1e-4  # Adam would have moved it
+        for now, then in ((table, before), (m, m0), (v, v0)):
+            np.testing.assert_array_equal(now.numpy()[other], then[other])
 
 
 def test_warm_start_trains_and_the_old_run_is_untouched(old_run, tables, tmp_path, capsys):

@@ -86,6 +86,8 @@ class TrainConfig(Validated):
     and the loss is an exact softmax: there is nothing to correct. "auto" (the default) is on
     for sampled negatives and off for "all"; true together with "all" is refused.
     weight_decay is L2 on the layer-0 states of the batch's users and items.
+    optimizer "lazy_adam": Adam that moves only the rows of the ID (and categorical) tables a
+    step read (tfrec.train.optimizers): a step costs O(batch), not O(users + items).
     mode: "full" embeds the whole training graph every step; "sampled" embeds a subgraph
     sampled around the batch's users and items ([sample], tfrec.data.sampling); "auto" samples
     when the training interactions exceed sample.auto_edges.
@@ -102,7 +104,12 @@ class TrainConfig(Validated):
     batch_size: int = _range(8192, 1, 1 << 20)
     learning_rate: float = _range(0.01, 1e-7, 10.0)
     schedule: str = _choice("cosine", "constant", "exponential")
-    optimizer: str = _choice("adam", "adamw", "sgd")
+    # lazy_adam, chosen on VALIDATION: MovieLens-100K, configs/movielens.toml with [train]
+    # mode = "sampled", epochs = 15, [blend] off, split seed 0: valid NDCG@20 0.27441 against
+    # Adam's 0.27439 (per epoch within 0.0007 all along); a full-graph step gathers every row,
+    # so there it is Adam (float rounding only): same valid NDCG@20 for configs/movielens.toml
+    # and the e-commerce default. Its step costs O(batch) rows, Adam's O(users + items).
+    optimizer: str = _choice("lazy_adam", "adam", "adamw", "sgd")
     weight_decay: float = _range(0.05, 0.0, 1.0)
     temperature: float = _range(0.3, 1e-3, 100.0)
     negatives: str = "all"

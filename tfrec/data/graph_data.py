@@ -87,14 +87,15 @@ def load_graph_data(schema: Schema | str) -> GraphData:
     for ns in schema.node_sets.values():
         if ns.filename is None:
             continue
-        table = open_table(ns.filename, schema)
+        table = open_table(ns.filename, schema, ns.features, ids=(ns.id_column,))
         ids = table.column(ns.id_column, f"the id column of node set {ns.name!r}")
         index[ns.name] = _index(ids, table, ns.id_column)
         node_ids[ns.name] = np.array(ids, dtype=object)
         node_features[ns.name] = {f.name: table.feature(f) for f in ns.features}
 
-    tables = {e.name: open_table(e.filename, schema) for e in schema.edge_sets.values()
-              if e.filename is not None}
+    tables = {e.name: open_table(e.filename, schema, e.features,
+                                 ids=(e.source_column, e.target_column))
+              for e in schema.edge_sets.values() if e.filename is not None}
     for ns in schema.node_sets.values():  # node sets whose ids are their edges' endpoints
         if ns.filename is not None:
             continue

@@ -10,6 +10,7 @@ import array
 import csv
 import errno
 import importlib.resources
+import math
 import os
 from pathlib import Path
 
@@ -57,8 +58,9 @@ def resolve(filename: str, schema: Schema):
 
 
 class Table:
-    """A table's columns, read as strings: `columns[name]` is a list, `name` the file's name,
-    `lines[row]` the file line number of data row `row`."""
+    """A table's columns: `columns[name]` is a list of strings, or for a column read as a
+    number (read_table's `numeric`) an array.array of int64 ('q') or float64 ('d') values;
+    `name` the file's name, `lines[row]` the file line number of data row `row`."""
 
     def __init__(self, name: str, header: list[str], columns: list[list[str]], lines):
         self.name = name
@@ -81,8 +83,10 @@ class Table:
         values = self.column(spec.column, f"feature {spec.name!r}")
         if spec.dtype == "str":
             return np.array(values, dtype=object)
+        if isinstance(values, array.array):  # converted and checked while reading
+            return self._narrowed(np.frombuffer(values, values.typecode), spec)
         try:
-            array = np.array(values, dtype=spec.dtype)
+            out = np.array(values, dtype=spec.dtype)
         except ValueError:
             convert = float if spec.dtype.startswith("float") else int
             for row, v in enumerate(values):
@@ -92,18 +96,37 @@ class Table:
                     raise TfrecError(f"{self.name}, line {self.line(row)}, column {spec.column!r}: "
                                      f"{v!r} is not a valid {spec.dtype} value") from None
             raise
-        if array.dtype.kind == "f":
-            bad = np.flatnonzero(~np.isfinite(array))
+        if out.dtype.kind == "f":
+            bad = np.flatnonzero(~np.isfinite(out))
             if bad.size:
                 raise TfrecError(f"{self.name}, line {self.line(bad[0])}, column {spec.column!r}: "
                                  f"{values[bad[0]]!r} is not a finite number")
-        return array
+        return out
+
+    def _narrowed(self, values: np.ndarray, spec: FeatureSpec) -> np.ndarray:
+        """An int64 / float64 column read as a number, as spec.dtype; TfrecError naming the
+        first line whose integer does not fit it."""
+        if values.dtype.kind == "i" and spec.dtype != "int64":
+            info = np.iinfo(spec.dtype)
+            bad = np.flatnonzero((values < info.min) | (values > info.max))
+            if bad.size:
+                raise TfrecError(f"{self.name}, line {self.line(bad[0])}, column {spec.column!r}: "
+                                 f"{str(values[bad[0]])!r} is not a valid {spec.dtype} value")
+        with np.errstate(over="ignore"):  # refused just below
+            out = values.astype(spec.dtype)
+        if out.dtype.kind == "f" and not np.isfinite(out).all():  # beyond float32's range
+            bad = np.flatnonzero(~np.isfinite(out))[0]
+            raise TfrecError(f"{self.name}, line {self.line(bad)}, column {spec.column!r}: "
+                             f"{str(values[bad])!r} is not a finite {spec.dtype} number")
+        return out
 
 
-def read_table(file, display_name: str) -> Table:
+def read_table(file, display_name: str, numeric: dict[str, str] | None = None) -> Table:
     """Reads a TSV table with a header; TfrecError (naming the file, and the line where there is
     one) if it is missing, unreadable, not UTF-8, ragged, has a duplicated header column or no
-    data rows."""
+    data rows. numeric: column -> numpy dtype name ("int64", "float32", ...) of columns read as
+    numbers row by row (int64 or float64; Table.feature narrows them), not kept as strings: a
+    value that is not a number of its kind, or not finite, is refused naming its line."""
     csv.field_size_limit(MAX_FIELD_CHARS)
     where = f"data file {display_name}"
     reader = None
@@ -114,7 +137,7 @@ def read_table(file, display_name: str) -> Table:
             if header is None:
                 raise TfrecError(f"{where} is empty (no header row)")
             header = _header(header, where)
-            columns, lines = _read_columns(reader, len(header), where)
+            columns, lines = _read_columns(reader, header, where, display_name, numeric or {})
     except UnicodeDecodeError as e:
         raise TfrecError(f"{where} is not UTF-8 text ({e.reason})") from None
     except csv.Error as e:
@@ -142,14 +165,19 @@ def _header(header: list[str], where: str) -> list[str]:
     return header
 
 
-def _read_columns(reader, width: int, where: str):
-    """([width] column lists, file line of each row) of the csv `reader`'s rows, blank lines
-    skipped; TfrecError on a row of another width. A value repeated in its column (ids, event
-    names) is one string object for all its rows while the column repeats itself (checked
-    every SHARED rows: at most one distinct value in SHARED_RATIO rows): 1e6 interactions
-    held 460 MB as a string per field."""
-    columns = [[] for _ in range(width)]
-    shared = [{} for _ in range(width)]  # value -> its one string object; None: not shared
+def _read_columns(reader, header: list[str], where: str, name: str, numeric: dict[str, str]):
+    """(a column per header name, file line of each row) of the csv `reader`'s rows, blank
+    lines skipped; TfrecError on a row of another width. The columns of `numeric` (name ->
+    numpy dtype) are array.arrays of their values (read_table); in the others, a value
+    repeated in its column (ids, event names) is one string object for all its rows while the
+    column repeats itself (checked every SHARED rows: at most one distinct value in
+    SHARED_RATIO rows): 1e6 interactions held 460 MB as a string per field."""
+    width = len(header)
+    columns = [array.array("q" if np.dtype(numeric[h]).kind in "iu" else "d") if h in numeric
+               else [] for h in header]
+    text = [(c, columns[c], {}) for c, h in enumerate(header) if h not in numeric]
+    numbers = [(c, columns[c], int if columns[c].typecode == "q" else float)
+               for c, h in enumerate(header) if h in numeric]
     lines = array.array("q")
     for row in reader:
         if not row:  # a blank line is not a row
@@ -157,12 +185,21 @@ def _read_columns(reader, width: int, where: str):
         if len(row) != width:
             raise TfrecError(f"{where}, line {reader.line_num}: {len(row)} fields, but the "
                              f"header has {width}")
-        for values, seen, v in zip(columns, shared, row):
-            values.append(v if seen is None else seen.setdefault(v, v))
+        for c, values, seen in text:
+            values.append(row[c] if seen is None else seen.setdefault(row[c], row[c]))
+        for c, values, kind in numbers:
+            try:
+                values.append(kind(row[c]))
+            except (ValueError, OverflowError):
+                raise TfrecError(f"{name}, line {reader.line_num}, column {header[c]!r}: "
+                                 f"{row[c]!r} is not a valid {numeric[header[c]]} value") from None
+            if kind is float and not math.isfinite(values[-1]):
+                raise TfrecError(f"{name}, line {reader.line_num}, column {header[c]!r}: "
+                                 f"{row[c]!r} is not a finite number")
         lines.append(reader.line_num)
         if len(lines) % SHARED == 0:  # a column of mostly distinct values stops sharing
-            shared = [None if s is None or len(s) > len(lines) // SHARED_RATIO else s
-                      for s in shared]
+            text = [(c, values, None if seen is None or len(seen) > len(lines) // SHARED_RATIO
+                     else seen) for c, values, seen in text]
     return columns, lines
 
 
@@ -179,7 +216,14 @@ def _os_problem(e: OSError) -> str:
     return f"cannot be read ({e.strerror or e})"
 
 
-def open_table(filename: str, schema: Schema) -> Table:
+def open_table(filename: str, schema: Schema, features=(), ids=()) -> Table:
+    """The table `filename` of `schema`, the columns of its numeric `features` (FeatureSpecs)
+    read as numbers, except the `ids` columns and a column that features read as different
+    kinds (text, integer, float: it stays text)."""
     file = resolve(filename, schema)
-    return read_table(file, str(file))
+    numeric = {f.column: f.dtype for f in features if f.dtype != "str" and f.column not in ids}
+    kind = {c: np.dtype(d).kind for c, d in numeric.items()}
+    mixed = {f.column for f in features if f.column in numeric
+             and (f.dtype == "str" or np.dtype(f.dtype).kind != kind[f.column])}
+    return read_table(file, str(file), {c: d for c, d in numeric.items() if c not in mixed})
 

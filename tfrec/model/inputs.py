@@ -130,8 +130,11 @@ class _Edges:
     features: dict[str, np.ndarray]
 
 
-def _graph_numpy(graph) -> tuple[dict, dict[str, int], dict[str, _Edges]]:
-    """(node features name -> {feature: [N] numpy}, sizes, edge sets) of a scalar GraphTensor."""
+def _graph_numpy(graph, edge_features: bool = True
+                 ) -> tuple[dict, dict[str, int], dict[str, _Edges]]:
+    """(node features name -> {feature: [N] numpy}, sizes, edge sets) of a scalar GraphTensor;
+    without `edge_features` the edge sets' features are left out ({}): at 1e7 interactions a
+    string feature decoded one str per edge is ~0.9 GB."""
     def numpy(t):
         a = t.numpy()
         return _strings(a) if a.dtype == object else a
@@ -141,7 +144,7 @@ def _graph_numpy(graph) -> tuple[dict, dict[str, int], dict[str, _Edges]]:
     edges = {n: _Edges(e.adjacency.source_name, e.adjacency.target_name,
                        e.adjacency.source.numpy().astype(np.int64),
                        e.adjacency.target.numpy().astype(np.int64),
-                       {f: numpy(v) for f, v in e.features.items()})
+                       {f: numpy(v) for f, v in e.features.items()} if edge_features else {})
              for n, e in graph.edge_sets.items()}
     return nodes, sizes, edges
 
@@ -154,7 +157,7 @@ def feature_vocabularies(graph, schema: Schema) -> dict[str, list[str]]:
     0, out of vocabulary, as OOV) and "<node set>/multi/<f>" -> [V] the token of each row of a
     token feature's projection, as `model_graph` builds them from the training `graph`: the
     rows depend on the data (most frequent first), so a warm start maps them by value."""
-    nodes, _, _ = _graph_numpy(graph)
+    nodes, _, _ = _graph_numpy(graph, edge_features=False)
     out = {}
     for name, feats in nodes.items():
         roles = {f.name: f.role for f in schema.node_sets[name].features}
@@ -202,7 +205,7 @@ def model_graph(graph, schema: Schema, *, use_kg: bool = True, use_features: boo
     import tensorflow_gnn as tfgnn
 
     texts, text_tokens = texts or {}, text_tokens or {}
-    nodes, sizes, edges = _graph_numpy(graph)
+    nodes, sizes, edges = _graph_numpy(graph, edge_features=use_edge_features)
     # 1. select
     keep_sets = set(schema.node_sets) if use_kg else {schema.user_set, schema.item_set}
     edges = {n: e for n, e in edges.items()
@@ -254,3 +257,23 @@ def model_graph(graph, schema: Schema, *, use_kg: bool = True, use_features: boo
             features={"efeat": tf.constant(efeat, tf.float32)})
     model_in = tfgnn.GraphTensor.from_pieces(node_sets=node_sets, edge_sets=edge_sets)
     return model_in, ModelSpec(model_in.spec, encoders, schema.user_set, schema.item_set)
+
+
+def edgeless(graph):
+    """`graph` (a model graph) with every edge set emptied, its nodes and their features
+    unchanged: a pass over it builds every weight of a model (node encoders on all nodes, the
+    layers' message functions on no edges) without the full graph's [E, dim] messages (at 1e7
+    interactions each is ~4 GB)."""
+    import tensorflow as tf
+    import tensorflow_gnn as tfgnn
+
+    edge_sets = {}
+    for name, e in graph.edge_sets.items():
+        adj = e.adjacency
+        edge_sets[name] = tfgnn.EdgeSet.from_fields(
+            sizes=tf.zeros_like(e.sizes),
+            adjacency=tfgnn.Adjacency.from_indices(source=(adj.source_name, adj.source[:0]),
+                                                   target=(adj.target_name, adj.target[:0])),
+            features={k: v[:0] for k, v in e.features.items()})
+    return tfgnn.GraphTensor.from_pieces(context=graph.context, node_sets=graph.node_sets,
+                                         edge_sets=edge_sets)

@@ -29,13 +29,14 @@ from tfrec.evaluate.scoring import embedding_score_fn
 from tfrec.heads.alignment import AlignmentHead
 from tfrec.heads.ranking import RankingHead
 from tfrec.heads.retrieval import RetrievalHead
+from tfrec.model.inputs import edgeless
 from tfrec.model.recommender import Embeddings, GraphRecommender, resolved
 from tfrec.train import distribute
 from tfrec.train.inference import SampledEmbedder, by_size
+from tfrec.train.optimizers import LazyAdam
 from tfrec.train.prepare import Prepared
 from tfrec.train.run_dir import RunDir
 from tfrec.train.tensorboard import Board
-
 
 
 class TrainingDiverged(TfrecError):
@@ -103,6 +104,8 @@ def _optimizer(config: Config, steps_per_epoch: int, start_step: int = 0):
         return tf.keras.optimizers.AdamW(lr, weight_decay=t.weight_decay)
     if t.optimizer == "sgd":
         return tf.keras.optimizers.SGD(lr, momentum=0.9)
+    if t.optimizer == "lazy_adam":
+        return LazyAdam(lr)
     return tf.keras.optimizers.Adam(lr)
 
 
@@ -113,7 +116,7 @@ def build(prepared: Prepared, config: Config, optimizers: dict | None = None) ->
     tf.keras.utils.set_random_seed(config.train.seed)
     model = GraphRecommender(prepared.spec, resolved(config.model), prepared.sentence_encoder)
     graph = prepared.model_graph
-    e = model.embed(graph)
+    e = model.embed(edgeless(graph))  # the weights (as from the graph: same shapes and order)
     for name, encoder in model.encoders.items():
         if encoder.text_table is not None:
             encoder.text_table.assign(graph.node_sets[name]["text"])
