@@ -194,7 +194,8 @@ def event_tags(logdir: Path) -> set[str]:
 
 def test_search_writes_leaderboard_and_a_best_toml_that_train_repeats(tmp_path, capsys):
     config, run = tmp_path / "c.toml", tmp_path / "search"
-    config.write_text(TINY_SEARCH)
+    # the base config blends: trials are scored on the model alone, best.toml keeps [blend]
+    config.write_text(TINY_SEARCH + '[blend]\nitem_item = "ease"\n')
     assert main(["search", "--schema", TINY, "--config", str(config), "--trials", "2",
                  "--strategy", "random", "--run-dir", str(run)]) == 0
     out = capsys.readouterr().out
@@ -205,6 +206,7 @@ def test_search_writes_leaderboard_and_a_best_toml_that_train_repeats(tmp_path, 
     best = max(rows, key=lambda r: float(r["valid_ndcg@20"]))
     assert f"best: trial {best['trial']}, valid ndcg@20 {float(best['valid_ndcg@20']):.4f}" in out
     assert out.count("\ntest ") == 1  # the test split, reported once, for the winner
+    assert "every trial is scored on the model alone" in out
     # every trial in HParams with its validation metrics only
     for r in rows:
         tags = event_tags(run / "trials" / r["trial"] / "logs")
@@ -215,8 +217,11 @@ def test_search_writes_leaderboard_and_a_best_toml_that_train_repeats(tmp_path, 
     assert main(["train", "--schema", TINY, "--config", str(run / "best.toml"), "--run-dir",
                  str(again), "--no-progress"]) == 0
     metrics = json.loads((again / "metrics.json").read_text())
-    assert metrics["valid"]["ndcg@20"] == pytest.approx(float(best["valid_ndcg@20"]), abs=1e-5)
+    alone = metrics["info"]["blend"].get("model_alone", metrics)  # there if a blend was chosen
+    assert alone["valid"]["ndcg@20"] == pytest.approx(float(best["valid_ndcg@20"]), abs=1e-5)
+    assert metrics["valid"]["ndcg@20"] >= alone["valid"]["ndcg@20"]  # chosen on valid
     trained = json.loads((again / "run.json").read_text())["config"]
+    assert trained["blend"]["item_item"] == "ease"
     assert trained["model"]["layers"] == int(best["layers"])
     assert trained["train"]["learning_rate"] == float(best["learning_rate"])
 
