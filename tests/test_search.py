@@ -126,6 +126,22 @@ def test_mutation_changes_one_choice_to_another_value():
     assert all("dropout" in c for c in children if c["conv"] == "sage")
 
 
+def test_search_seeds_are_far_apart_in_keras_tuners_seed_states():
+    from tfrec.search.oracles import SEED_STRIDE, oracle_seed
+
+    # 0 -> 1 (Keras Tuner reads 0 as no seed); 2 -> 1 + 2 * 100,003 = 200,007
+    assert [oracle_seed(s) for s in (0, 1, 2)] == [1, 100_004, 200_007]
+    assert SEED_STRIDE == 100_003
+    # the largest search.seed still gives numpy a seed below 2**32: 1 + (2**32 - 1) * 100,003
+    # mod (2**32 - 2) = 1 + 100,003 (as 2**32 - 1 = 1 mod 2**32 - 2)
+    assert oracle_seed(2**32 - 1) == 100_004 < 2**32
+    # the seeds 0 and 1 of a random search propose different first trials
+    first = [kt.oracles.RandomSearchOracle(max_trials=1, hyperparameters=toy_space(),
+                                           seed=oracle_seed(s)).populate_space("t")["values"]
+             for s in (0, 1)]
+    assert first[0] != first[1]
+
+
 def test_median_stopping_rule_worked_example(tmp_path):
     # best so far of three finished trials; at epoch 3: 0.4, 0.2 (ended at 2), 0.6
     curves = [{1: 0.1, 2: 0.3, 3: 0.4}, {1: 0.2, 2: 0.2}, {1: 0.05, 2: 0.5, 3: 0.6}]
