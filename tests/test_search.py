@@ -126,6 +126,22 @@ def test_mutation_changes_one_choice_to_another_value():
     assert all("dropout" in c for c in children if c["conv"] == "sage")
 
 
+def test_search_seeds_are_far_apart_in_keras_tuners_seed_states():
+    from tfrec.search.oracles import SEED_STRIDE, oracle_seed
+
+    # 0 -> 1 (Keras Tuner reads 0 as no seed); 2 -> 1 + 2 * 100,003 = 200,007
+    assert [oracle_seed(s) for s in (0, 1, 2)] == [1, 100_004, 200_007]
+    assert SEED_STRIDE == 100_003
+    # the largest search.seed still gives numpy a seed below 2**32: 1 + (2**32 - 1) * 100,003
+    # mod (2**32 - 2) = 1 + 100,003 (as 2**32 - 1 = 1 mod 2**32 - 2)
+    assert oracle_seed(2**32 - 1) == 100_004 < 2**32
+    # the seeds 0 and 1 of a random search propose different first trials
+    first = [kt.oracles.RandomSearchOracle(max_trials=1, hyperparameters=toy_space(),
+                                           seed=oracle_seed(s)).populate_space("t")["values"]
+             for s in (0, 1)]
+    assert first[0] != first[1]
+
+
 def test_median_stopping_rule_worked_example(tmp_path):
     # best so far of three finished trials; at epoch 3: 0.4, 0.2 (ended at 2), 0.6
     curves = [{1: 0.1, 2: 0.3, 3: 0.4}, {1: 0.2, 2: 0.2}, {1: 0.05, 2: 0.5, 3: 0.6}]
@@ -194,7 +210,8 @@ def event_tags(logdir: Path) -> set[str]:
 
 def test_search_writes_leaderboard_and_a_best_toml_that_train_repeats(tmp_path, capsys):
     config, run = tmp_path / "c.toml", tmp_path / "search"
-    config.write_text(TINY_SEARCH)
+    # the base config blends: trials are scored on the model alone, best.toml keeps [blend]
+    config.write_text(TINY_SEARCH + '[blend]\nitem_item = "ease"\n')
     assert main(["search", "--schema", TINY, "--config", str(config), "--trials", "2",
                  "--strategy", "random", "--run-dir", str(run)]) == 0
     out = capsys.readouterr().out
@@ -205,6 +222,7 @@ def test_search_writes_leaderboard_and_a_best_toml_that_train_repeats(tmp_path, 
     best = max(rows, key=lambda r: float(r["valid_ndcg@20"]))
     assert f"best: trial {best['trial']}, valid ndcg@20 {float(best['valid_ndcg@20']):.4f}" in out
     assert out.count("\ntest ") == 1  # the test split, reported once, for the winner
+    assert "every trial is scored on the model alone" in out
     # every trial in HParams with its validation metrics only
     for r in rows:
         tags = event_tags(run / "trials" / r["trial"] / "logs")
@@ -215,8 +233,11 @@ def test_search_writes_leaderboard_and_a_best_toml_that_train_repeats(tmp_path, 
     assert main(["train", "--schema", TINY, "--config", str(run / "best.toml"), "--run-dir",
                  str(again), "--no-progress"]) == 0
     metrics = json.loads((again / "metrics.json").read_text())
-    assert metrics["valid"]["ndcg@20"] == pytest.approx(float(best["valid_ndcg@20"]), abs=1e-5)
+    alone = metrics["info"]["blend"].get("model_alone", metrics)  # there if a blend was chosen
+    assert alone["valid"]["ndcg@20"] == pytest.approx(float(best["valid_ndcg@20"]), abs=1e-5)
+    assert metrics["valid"]["ndcg@20"] >= alone["valid"]["ndcg@20"]  # chosen on valid
     trained = json.loads((again / "run.json").read_text())["config"]
+    assert trained["blend"]["item_item"] == "ease"
     assert trained["model"]["layers"] == int(best["layers"])
     assert trained["train"]["learning_rate"] == float(best["learning_rate"])
 

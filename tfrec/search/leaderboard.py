@@ -89,4 +89,9 @@ def write_best(path: Path, trial_id: str, config: Config, score: float, objectiv
     header = (f"# The best trial of `tfrec search` ({trial_id}): {objective} {score:.4f} on the "
               "VALIDATION split.\n# Train it: tfrec train --schema SCHEMA --config "
               f"{path.name}\n")
+    if config.blend.item_item != "off":
+        header += (f"# The search scored the model alone; the [blend] kept from the base config "
+                   f"(item_item = \"{config.blend.item_item}\")\n# is refitted on valid after "
+                   "training: tfrec train reports the blended score (the model alone's in "
+                   "metrics.json info.blend.model_alone).\n")
     write_text_atomic(path, header + to_toml(config))

@@ -54,13 +54,26 @@ def progress_line(oracle, trial) -> str:
     return line
 
 
+SEED_STRIDE = 100_003  # Keras Tuner seed states between two search seeds
+
+
+def oracle_seed(seed: int) -> int:
+    """Keras Tuner's seed for search.seed. Its oracles draw each value with the seed state and
+    then add 1 to it (~13 states a trial here), so the seeds 0, 1, 2 themselves would draw from
+    one shifted sequence: two searches fall in step as soon as one trial used two states more
+    than the other's (a MtAlbis trial draws dropout and normalization, a LightGCN one does not),
+    and repeat the same trials from then on. Seeds SEED_STRIDE states apart (~7,000 trials) do
+    not; 0 is Keras Tuner's "no seed", so search.seed 0 is 1. Below 2**32 (numpy's limit)."""
+    return 1 + seed * SEED_STRIDE % (2**32 - 2)
+
+
 def make_oracle(config: Config, objective: str, deadline: float | None, log=print):
     """The strategy of config.search as an oracle over its space; failed trials are recorded
     and the search goes on (no limit on consecutive failures, no retries)."""
     s = config.search
     common = dict(objective=kt.Objective(objective, "max"), max_trials=s.trials,
                   hyperparameters=hyperparameters(s), allow_new_entries=False,
-                  tune_new_entries=False, seed=s.seed + 1,  # Keras Tuner reads 0 as no seed
+                  tune_new_entries=False, seed=oracle_seed(s.seed),
                   max_consecutive_failed_trials=s.trials + 1)
     if s.strategy == "evolution":
         base, extra = EvolutionOracle, dict(population=s.population, sample=s.sample)

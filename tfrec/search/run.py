@@ -74,6 +74,10 @@ def search(schema: str, config: Config, run_dir: str,
     with RunDir(run_dir).training(schema, _resumable(config)) as run:
         _check(config, inputs)
         run.claim(schema, _resumable(config))
+        if config.blend.item_item != "off":
+            log(f"blend.item_item = \"{config.blend.item_item}\": every trial is scored on the "
+                "model alone (the blend is refitted on a finished model, not searched); "
+                "best.toml keeps [blend], so tfrec train blends the winner")
         tuner = _tuner(inputs, run.path, start, log)
         done = len(tuner.oracle.end_order)
         if done:
