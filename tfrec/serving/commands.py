@@ -58,8 +58,8 @@ def register(sub) -> None:
     serve.add_argument("--workers", type=int, default=1, metavar="N",
                        help="server processes sharing the ports (SO_REUSEPORT), each with its "
                        "own copy of the model and its own poll for versions; one that dies is "
-                       "replaced (default: %(default)s; on 2 cores, 2 gave a lower p99 and "
-                       "~5%% more QPS, for twice the memory)")
+                       "replaced (default: %(default)s; on 2 cores shared with other jobs, 2 "
+                       "gave a lower p99, on a quiet machine no gain; twice the memory)")
     serve.add_argument("--threads", type=int, default=16, metavar="N",
                        help="request-handling threads per worker (default: %(default)s)")
     serve.add_argument("--grace-seconds", type=float, default=5.0, metavar="S",
