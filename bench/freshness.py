@@ -27,11 +27,13 @@ through text, features and the knowledge graph); best epoch / epochs run; and tw
              valid NDCG@20 (time to its best epoch); warm's is scratch's best minus 1%
              (x 0.99), "-" if never reached;
   whole run  seconds of the whole `train()` (patience epochs and final evaluation included).
-Imports happen once, before the first run. The machine load (`uptime`) is printed at the end.
+Every training runs in a process of its own, as a user's `tfrec train` does, so no run finds
+what another one paid for (TensorFlow's first ops, the text encoder, AutoGraph's cache); the
+clock of each starts after that process's imports (TensorFlow, TF-GNN, keras-nlp and tfrec's
+training modules), at the call of `train()`. The machine load (`uptime`) is printed at the end.
 `--only-update 2 --previous OLD_OUT` runs update 2 alone (both runs), warm-started from the
 update-1 warm run of an earlier bench output OLD_OUT (`--only-update 1`: from its point-0 run);
-the warm run goes first, so what a process's first run pays once (TensorFlow's first ops, the
-text encoder, AutoGraph's cache of converted code) counts against it, not for it.
+the warm run goes first.
 `--no-neighbours` (an ablation, with --only-update): the warm run alone, its new item rows left
 at their fresh initialisation instead of starting from their text and knowledge-graph
 neighbours (bench/fresh_items.py then compares the two warm runs' first-trained items).
@@ -42,6 +44,7 @@ import dataclasses
 import importlib.resources
 import json
 import os
+import subprocess
 import sys
 import time
 import tomllib
@@ -149,25 +152,58 @@ def reach(curve: list[list], target: float) -> tuple[float | None, int | None]:
     return next(((s, e) for e, s, v in curve if v >= target), (None, None))
 
 
+PRELOAD = ("tensorflow", "tensorflow_gnn", "tfrec.train.run", "tfrec.train.fit",
+           "tfrec.train.warm_start", "tfrec.train.neighbours", "tfrec.text.embedding_cache",
+           "tfrec.text.graph_texts", "tfrec.text.preset", "tfrec.text.batch_encoder",
+           "tfrec.data.graph_tensor", "tfrec.export.from_run")
+
+
 def run(point: int, how: str, folder: Path, config_path: Path, run_dir: Path,
-        warm_from: Path | None, groups: dict[str, set[str]]) -> Row:
+        warm_from: Path | None, groups: dict[str, set[str]], no_neighbours: bool = False) -> Row:
+    """One training in a new process (`--child`), as `tfrec train` runs; its Row."""
+    spec = {"point": point, "how": how, "folder": str(folder), "config": str(config_path),
+            "run_dir": str(run_dir), "warm_from": None if warm_from is None else str(warm_from),
+            "groups": {k: sorted(v) for k, v in groups.items()}, "no_neighbours": no_neighbours}
+    spec_path = run_dir.parent / f"{run_dir.name}.spec.json"
+    spec_path.write_text(json.dumps(spec))
+    env = {**os.environ, "TF_USE_LEGACY_KERAS": "1"}
+    subprocess.run([sys.executable, __file__, "--child", str(spec_path)], env=env, check=True)
+    return Row(**json.loads((run_dir.parent / f"{run_dir.name}.row.json").read_text()))
+
+
+def child(spec_path: Path) -> int:
+    """The process of one training: imports first, then the clock and `train()`."""
+    import importlib
+
+    from tfrec.text._imports import import_keras_nlp
+
+    for name in PRELOAD:
+        importlib.import_module(name)
+    import_keras_nlp()
     from tfrec.config import load_config
     from tfrec.train.run import train
 
-    config = load_config(str(config_path))
+    spec = json.loads(spec_path.read_text())
+    if spec["no_neighbours"]:
+        from tfrec.train.warm_start import WarmStart
+
+        WarmStart.init_from_neighbours = lambda self, trained, rows: 0
+    run_dir, groups = Path(spec["run_dir"]), {k: set(v) for k, v in spec["groups"].items()}
+    config = load_config(spec["config"])
     wall, start = time.time(), time.perf_counter()
-    result = train(str(folder / "schema.pbtxt"), config, str(run_dir), progress=False,
-                   log=lambda line: print(f"    {line}", flush=True),
-                   warm_start=None if warm_from is None else str(warm_from))
+    result = train(str(Path(spec["folder"]) / "schema.pbtxt"), config, str(run_dir),
+                   progress=False, log=lambda line: print(f"    {line}", flush=True),
+                   warm_start=spec["warm_from"])
     seconds = time.perf_counter() - start
     test, info = result.metrics["test"], result.info
     curve = valid_curve(run_dir, wall)
-    row = Row(point, how, test["ndcg@20"], test["recall@20"],
+    row = Row(spec["point"], spec["how"], test["ndcg@20"], test["recall@20"],
               item_recall(run_dir, groups) if groups else {}, info.get("best_epoch", 0),
               info.get("epochs_run", 0), seconds, info.get("best_valid", float("nan")), curve)
-    if how == "scratch":  # its best as logged (float32), the epoch the checkpoint kept
+    if spec["how"] == "scratch":  # its best as logged (float32), the epoch the checkpoint kept
         row.to_target, row.target_epoch = reach(curve, max(v for _, _, v in curve))
-    return row
+    (run_dir.parent / f"{run_dir.name}.row.json").write_text(json.dumps(dataclasses.asdict(row)))
+    return 0
 
 
 def train_items(folder: Path) -> set[str]:
@@ -192,7 +228,12 @@ def main() -> int:
     parser.add_argument("--previous", help="an earlier --out (for --only-update)")
     parser.add_argument("--no-neighbours", action="store_true",
                         help="ablation: the warm run alone, new item rows not neighbour-initialised")
+    parser.add_argument("--child", help=argparse.SUPPRESS)  # one training (see run())
     args = parser.parse_args()
+    if args.child:
+        os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+        sys.path.insert(0, str(ROOT))
+        return child(Path(args.child))
     if args.only_update and not args.previous or args.no_neighbours and not args.only_update:
         sys.exit("--only-update needs --previous OLD_OUT (the runs it warm-starts from), and "
                  "--no-neighbours needs --only-update")
@@ -202,10 +243,6 @@ def main() -> int:
     if out.exists():
         sys.exit(f"{out} exists: choose a new --out")
 
-    if args.no_neighbours:
-        from tfrec.train.warm_start import WarmStart
-
-        WarmStart.init_from_neighbours = lambda self, trained, rows: 0
     _, inter = read(FILES["inter"])
     inter.sort(key=lambda r: (float(r[3]), r[0], r[1]))
     base = tomllib.loads(Path(args.config).read_text())
@@ -225,7 +262,6 @@ def main() -> int:
                                     "cold": table_items(folder) - trained_now}
         runs = ["scratch"] if t == 0 else ["scratch", "warm"]
         if args.only_update:
-            # the warm run first: the costs of a process's first run count against it
             runs = (["warm"] if args.no_neighbours else ["warm", "scratch"]) \
                 if t == args.only_update else []
             warm_from = Path(args.previous) / (f"run{t - 1}-warm" if t > 1 else "run0-scratch")
@@ -233,7 +269,8 @@ def main() -> int:
         for how in runs:
             print(f"point {t}: {how}", flush=True)
             done[how] = run(t, how, folder, config_path, out / f"run{t}-{how}",
-                            warm_from if how == "warm" else None, groups)
+                            warm_from if how == "warm" else None, groups,
+                            args.no_neighbours)
             print(f"  {done[how]}", flush=True)
         if "scratch" in done and "warm" in done:
             best = max(v for _, _, v in done["scratch"].curve)
