@@ -1,23 +1,24 @@
-"""Why items first trained in an update are not recommended, and what a recency prior does for
-them: a diagnosis of one update's runs of `bench/freshness.py` (no training here).
+"""Why items first trained in an update are not recommended, and what the shipped recency prior
+([fresh], tfrec.train.recency_prior) does for them: one update's runs of `bench/freshness.py`,
+no training here.
 
 Run: TF_USE_LEGACY_KERAS=1 .venv/bin/python bench/fresh_items.py --out /tmp/tfrec-freshness
-         [--update 1] [--runs warm scratch] [--weights 0 0.05 0.1 0.2 0.3 0.5 1]
+         [--update 1] [--runs warm scratch]
 "First trained" items are those with training pairs at this update but none at the previous
-point (as bench/freshness.py). Per run (its best checkpoint, the model alone, no blend):
+point (as bench/freshness.py). Per run (its best checkpoint):
   diagnosis  their training pairs (median), learned item bias and mean score against the
              other trained items'; their share of the training pairs and of the validation
              pairs; the median rank (among the candidates of full ranking, each user's training
              items excluded) of their validation and test pairs against the others';
-  prior      score(u, i) + w * log(1 + n_i), n_i = the item's training pairs among those the
-             update added (the interactions since the last training; 0 for older items):
-             a recency prior, the time-decayed popularity recommenders use for what is
-             trending now. For each w: valid NDCG@20 (all pairs) and valid Recall@20 of the
-             first-trained items' pairs; w is chosen on VALID (the highest NDCG@20 whose
-             first-trained recall is highest among those within 1% of the best NDCG@20), and
-             only the chosen w (and w = 0) are reported on test.
-  newness    at the chosen w, + v * new_i (new_i = 1 for the first-trained items): an item-age
-             prior for what the update brought in; v chosen on valid the same way.
+  prior      what `tfrec train --warm-start` now does at the end of a run (tfrec.train.
+             recency_prior.fit_prior, then the run's [blend] chosen again on top, as
+             tfrec.train.run does): score + w * log(1 + n_i) + v * new_i, n_i the item's
+             training pairs the update added to the previous point's run's (read from its split
+             files), new_i 1 for the first-trained items, (w, v) of the config's [fresh] grids
+             chosen on VALID; then valid and test NDCG@20 and the Recall@20 of the first-trained
+             and cold (no training pair) test pairs, without and with the prior. A run trained
+             before the prior shipped is scored here as if it had one (the model is the same:
+             the prior comes after training).
 """
 
 import argparse
@@ -30,22 +31,10 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def new_pairs(out: Path, update: int) -> tuple[list[str], list[str]]:
-    """The (users, items) of the training pairs update `update` added (train.tsv is in time
-    order: point t's training pairs are point t - 1's followed by the added ones)."""
-    def rows(t):
-        lines = (out / f"point{t}" / "splits" / "train.tsv").read_text().splitlines()[1:]
-        return [line.split("\t") for line in lines if line]
-
-    added = rows(update)[len(rows(update - 1)):]
-    return [r[0] for r in added], [r[1] for r in added]
-
-
-def diagnose(out: Path, update: int, how: str, weights: list[float]) -> None:
+def diagnose(out: Path, update: int, how: str) -> None:
     sys.path.insert(0, str(ROOT / "bench"))
     import freshness as fb
 
-    from tfrec.evaluate.metrics import filter_targets, full_ranking_metrics
     from tfrec.evaluate.scoring import embedding_score_fn
     from tfrec.export.from_run import restore_run
     from tfrec.train.fit import embeddings
@@ -78,41 +67,45 @@ def diagnose(out: Path, update: int, how: str, weights: list[float]) -> None:
         print(f"  {split}: {int(m.sum())} of {len(items)} pairs ({m.mean():.4f}); median rank "
               f"{np.median(ranks[m]):.0f} (others {np.median(ranks[~m]):.0f}) of "
               f"{len(ids)} items; in a top 20: {int((ranks[m] < 20).sum())}")
-    index = {i: r for r, i in enumerate(ids)}
-    added = np.bincount([index[i] for i in new_pairs(out, update)[1]], minlength=len(ids))
-    prior = np.log1p(added).astype(np.float32)
-    new = mask.astype(np.float32)
+    prior_and_blend(out, update, how, r, mask)
 
-    def figures(split: str, w: float, v: float) -> tuple[float, float]:
-        """(NDCG@20 of every pair of `split`, Recall@20 of its first-trained pairs) of the
-        scores with the priors, each user's earlier items excluded."""
-        excluded = p.csr("train") if split == "valid" else p.csr("train", "valid")
-        truth = p.csr(split)
 
-        def with_prior(users):
-            return score(users) + (w * prior + v * new)[None, :]
-        return (full_ranking_metrics(with_prior, excluded, truth, (20,))["ndcg@20"],
-                full_ranking_metrics(with_prior, excluded, filter_targets(truth, mask),
-                                     (20,))["recall@20"])
+def prior_and_blend(out: Path, update: int, how: str, restored, first: np.ndarray) -> None:
+    """Valid/test NDCG@20 and first-trained/cold test Recall@20 of the run as trained (its
+    blend refitted) and with the recency prior chosen on valid (then the blend refitted)."""
+    from tfrec.evaluate.harness import evaluate
+    from tfrec.evaluate.metrics import filter_targets, full_ranking_metrics
+    from tfrec.evaluate.scoring import embedding_score_fn
+    from tfrec.train.blend import fit_blend
+    from tfrec.train.recency_prior import fit_prior, with_prior
+    from tfrec.train.run_dir import RunDir
 
-    def choose(grid: dict) -> float:
-        best = max(n for n, _ in grid.values())
-        return max((k for k in grid if grid[k][0] >= 0.99 * best),
-                   key=lambda k: (grid[k][1], grid[k][0]))
-
-    grid = {w: figures("valid", w, 0.0) for w in weights}
-    for w, (n, r) in grid.items():
-        print(f"  prior w {w:<5} valid NDCG@20 {n:.4f}  first-trained valid R@20 {r:.4f}")
-    w = choose(grid)
-    news = {v: figures("valid", w, v) for v in weights}
-    for v, (n, r) in news.items():
-        print(f"  w {w}, newness v {v:<5} valid NDCG@20 {n:.4f}  first-trained valid R@20 "
-              f"{r:.4f}")
-    v = choose(news)
-    for pair in sorted({(0.0, 0.0), (w, 0.0), (w, v)}):
-        n, r = figures("test", *pair)
-        print(f"  test, w {pair[0]}, v {pair[1]} (chosen on valid: w {w}, v {v}): NDCG@20 "
-              f"{n:.4f}, first-trained R@20 {r:.4f}")
+    p, config = restored.prepared, restored.config
+    user, item, bias = restored.embeddings()
+    previous = out / (f"run{update - 1}-warm" if update > 1 else "run0-scratch")
+    prior, report = fit_prior(p, config, RunDir(previous), embedding_score_fn(user, item, bias),
+                              log=lambda line: print(f"  {line}"))
+    counts = np.bincount(p.split.pairs("train")[1], minlength=p.num_items)
+    cold = counts == 0
+    truth = p.csr("test")
+    for name, b in (("as trained", bias), ("+ prior", with_prior(bias, prior))):
+        score = embedding_score_fn(user, item, b)
+        if config.blend.item_item != "off":
+            blend, _ = fit_blend(p, config, score)
+            score = score if blend is None else blend.score_fn(score)
+        m = evaluate(score, p, (20,))
+        excluded = p.csr("train", "valid")
+        groups = [full_ranking_metrics(score, excluded, filter_targets(truth, g), (20,))[
+            "recall@20"] for g in (first, cold)]
+        print(f"  {how} {name:<10} valid NDCG@20 {m['valid']['ndcg@20']:.4f}  test NDCG@20 "
+              f"{m['test']['ndcg@20']:.4f}  first-trained test R@20 {groups[0]:.4f} "
+              f"({int(first[p.split.pairs('test')[1]].sum())})  cold test R@20 {groups[1]:.4f} "
+              f"({int(cold[p.split.pairs('test')[1]].sum())})")
+    chosen = report.get("chosen") or {}
+    print(f"  prior chosen on valid: w {chosen.get('recency')}, v {chosen.get('newness')} "
+          f"(valid NDCG@20 of the model alone {report.get('valid_model_alone')}, with the prior "
+          f"{chosen.get('valid')}; {report.get('first_trained')} first-trained items, "
+          f"{report.get('added_pairs')} added pairs)")
 
 
 def main() -> int:
@@ -120,13 +113,11 @@ def main() -> int:
     parser.add_argument("--out", required=True, help="a bench/freshness.py --out folder")
     parser.add_argument("--update", type=int, default=1, choices=[1, 2])
     parser.add_argument("--runs", nargs="+", default=["warm", "scratch"])
-    parser.add_argument("--weights", type=float, nargs="+",
-                        default=[0.0, 0.1, 0.2, 0.5, 1.0, 2.0, 3.0])
     args = parser.parse_args()
     os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
     sys.path.insert(0, str(ROOT))
     for how in args.runs:
-        diagnose(Path(args.out), args.update, how, args.weights)
+        diagnose(Path(args.out), args.update, how)
     print(f"uptime: {os.popen('uptime').read().strip()}")
     return 0
 

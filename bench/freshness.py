@@ -116,12 +116,11 @@ def item_recall(run_dir: Path, groups: dict[str, set[str]]) -> dict[str, list]:
     from tfrec.evaluate.metrics import filter_targets, full_ranking_metrics
     from tfrec.evaluate.scoring import embedding_score_fn
     from tfrec.export.from_run import restore_run
-    from tfrec.train.fit import embeddings
 
     r = restore_run(str(run_dir))
     p = r.prepared
     ids = p.data.node_ids[p.data.schema.item_set].astype(str)
-    score = embedding_score_fn(*embeddings(r.trained))
+    score = embedding_score_fn(*r.embeddings())  # the recency prior of a warm run included
     out = {}
     for name, group in groups.items():
         mask = np.array([i in group for i in ids])

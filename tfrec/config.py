@@ -1,6 +1,6 @@
 """The run configuration: frozen dataclasses, one per section of a TOML config file.
 
-A config file has up to eight sections, each optional, each key optional (defaults below):
+A config file has up to nine sections, each optional, each key optional (defaults below):
 
     [model]  kind = "gnn", dim = 64, conv = "lightgcn", layers = 3, ...
     [text]   mode = "frozen", sequence_length = 32, batch_size = 128
@@ -10,6 +10,7 @@ A config file has up to eight sections, each optional, each key optional (defaul
     [sample] fanouts = [10, 10, 5], auto_edges = 200000, inference = "auto", parallel = 1, ...
     [search] strategy = "evolution", trials = 20, conv = ["lightgcn", ...], ... (tfrec search)
     [blend]  item_item = "off", regs = [50.0, ...], alphas, betas, weights = [...], methods = [...], max_items
+    [fresh]  prior = "auto", recency = [0.5, 1.0, ...], newness = [0.5, 1.0, ...] (warm runs)
 
 An unknown section or key, a wrong type or an impossible value (NaN and infinities included)
 fails before anything runs with one sentence naming the key: each section is a `Validated`
@@ -356,6 +357,40 @@ class BlendConfig(Validated):
 
 
 @dataclasses.dataclass(frozen=True)
+class FreshConfig(Validated):
+    """The recency prior of a warm run (`tfrec train --warm-start`; tfrec.train.recency_prior):
+    a per-item term w * log(1 + n_i) + v * new_i added to the retrieval score (folded into the
+    item bias), n_i the item's training pairs the update added to the old run's, new_i 1 for
+    the items first trained in it. Every (w, v) of recency x newness, and (0, 0), no prior, is
+    tried on the VALIDATION split (eval.early_stop) before the blend is chosen; the best is
+    what the run evaluates and exports. prior "off" never adds one (nor does a run without
+    --warm-start). Changing only this section on a finished run and training it again refits
+    the prior, the model's training is kept."""
+
+    prior: str = dataclasses.field(default="auto", metadata={
+        "choices": ("auto", "off"),
+        "note": '"auto" (warm runs: chosen on valid, none if it does not help) or "off"'})
+    recency: tuple[float, ...] = dataclasses.field(
+        default=(0.5, 1.0, 2.0, 3.0, 4.0, 6.0),
+        metadata={"range": (0.0, 100.0, None),
+                  "note": "weights w of log(1 + the item's added training pairs) tried on valid"})
+    newness: tuple[float, ...] = dataclasses.field(
+        default=(0.5, 1.0, 2.0, 3.0, 4.0),
+        metadata={"range": (0.0, 100.0, None),
+                  "note": "weights v of the items first trained in the update tried on valid "
+                          "(w = v = 0 is always tried)"})
+
+    SECTION = "fresh"
+
+    def check(self):
+        for key in ("recency", "newness"):
+            values = getattr(self, key)
+            if not values or len(set(values)) != len(values):
+                raise TfrecError(f"config key fresh.{key} is {list(values)}, but it must list "
+                                 "one or more different values")
+
+
+@dataclasses.dataclass(frozen=True)
 class Config(Validated):
     model: ModelConfig = ModelConfig()
     text: TextConfig = TextConfig()
@@ -365,6 +400,7 @@ class Config(Validated):
     sample: SampleConfig = SampleConfig()  # after the others: positional construction keeps
     search: SearchConfig = SearchConfig()  # their order
     blend: BlendConfig = BlendConfig()
+    fresh: FreshConfig = FreshConfig()
 
     @classmethod
     def key(cls, name: str) -> str:

@@ -20,6 +20,15 @@ class RestoredRun:
     prepared: object  # tfrec.train.prepare.Prepared
     trained: object  # tfrec.train.fit.Trained
 
+    def embeddings(self):
+        """(user [U, D], item [I, D], item bias [I] or None) as the run scores: its recency
+        prior (fresh/, tfrec.train.recency_prior) folded into the item bias."""
+        from tfrec.train.fit import embeddings
+        from tfrec.train.recency_prior import with_prior
+
+        user, item, bias = embeddings(self.trained)
+        return user, item, with_prior(bias, self.run.read_item_prior())
+
 
 def restore_run(run_dir: str) -> RestoredRun:
     """Rebuilds the run's model from its run.json and restores the best checkpoint."""
@@ -46,11 +55,10 @@ def artifacts_of(restored: RestoredRun) -> ExportArtifacts:
     """A restored run -> ExportArtifacts. Seen items are all of a user's known interactions
     (every split)."""
     from tfrec.evaluate.metrics import csr_from_pairs
-    from tfrec.train.fit import embeddings
 
     run, config, prepared, trained = (restored.run, restored.config, restored.prepared,
                                       restored.trained)
-    user_emb, item_emb, item_bias = embeddings(trained)
+    user_emb, item_emb, item_bias = restored.embeddings()  # the recency prior in the bias
     s = prepared.data.schema
     indptr, indices = csr_from_pairs(prepared.split.pair_user, prepared.split.pair_item,
                                      prepared.num_users)

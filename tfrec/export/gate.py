@@ -16,7 +16,9 @@ it does not know is never recommended (-inf: never a hit), which is what it woul
 production. Its own seen-item exclusion (every interaction it was exported with) is not
 applied, so a validation pair it already knew is not held against it. Both sides are scored
 by their retrieval scores alone: an item-item blend ([blend]) is not part of the comparison
-(it would need the served model's own history remapped onto the new ids).
+(it would need the served model's own history remapped onto the new ids). A recency prior
+([fresh], tfrec.train.recency_prior) is part of each side's item bias: the new run's as chosen
+on its valid, the served version's as it was exported.
 """
 
 import dataclasses
@@ -105,9 +107,7 @@ def gated_export(run_dir: str, model_base: str, margin: float = 0.0,
     if not len(prepared.split.pairs("valid")[0]):
         raise TfrecError(f"run {run_dir} has an empty validation split, so the gate has "
                          "nothing to compare on")
-    from tfrec.train.fit import embeddings
-
-    new = evaluate(embedding_score_fn(*embeddings(restored.trained)), prepared, ks,
+    new = evaluate(embedding_score_fn(*restored.embeddings()), prepared, ks,
                    splits=("valid",))["valid"][METRIC]
     served = list_versions(model_base)
     old = None

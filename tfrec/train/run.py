@@ -10,6 +10,7 @@ from tfrec.evaluate.scoring import embedding_score_fn
 from tfrec.model.inputs import feature_vocabularies
 from tfrec.train.blend import check_blend_size, fit_blend
 from tfrec.train.prepare import Prepared, prepare
+from tfrec.train.recency_prior import fit_prior, with_prior
 from tfrec.train.run_dir import RunDir
 
 
@@ -39,10 +40,13 @@ def train(schema: str, config: Config, run_dir: str, progress: bool = True,
       4. fit (from the old run's weights with `warm_start`; the GNN, or MF: the same model
          without message passing; early-stopped on the validation metric `eval.early_stop`)
          or count popularity;
-      5. with [blend] item_item on, fit the item-item model on the training interactions and
+      5. a warm run ([fresh] prior "auto"): the recency prior of the items the update
+         brought in, chosen on valid and folded into the item bias (tfrec.train.recency_prior);
+         with [blend] item_item on, fit the item-item model on the training interactions and
          choose the blend on valid (tfrec.train.blend; the model alone if nothing beats it);
       6. evaluate the best model (blended) on valid, test and the cold-start slice of test;
-      7. write metrics.json (the model alone's valid/test beside, under info.blend), blend/ and, in RUN_DIR/logs, the HParams record (the config, ranked by the
+      7. write metrics.json (the model alone's valid/test beside, under info.blend; the prior's
+         grid under info.fresh), blend/, fresh/ and, in RUN_DIR/logs, the HParams record (the config, ranked by the
          final model's VALIDATION metrics; test is logged beside, never declared to HParams)
          and the item embeddings for the projector (item id and display title).
     """
@@ -76,8 +80,11 @@ def _train(schema: str, config: Config, run: RunDir, progress: bool, log,
 
         sampled_files(prepared, config)  # a bad folder is refused before the run is claimed
     run.claim(schema, config)
-    run.write_vocab(prepared.data.node_ids, features)
+    s = prepared.data.schema
+    users, items = prepared.split.pairs("train")
+    run.write_vocab(prepared.data.node_ids, features, {s.user_set: users, s.item_set: items})
     info = {"kind": config.model.kind}
+    prior, prior_info = None, None  # the recency prior of a warm run ([fresh])
     trains = config.model.kind != "popularity"
     if trains:
         from tfrec.train.fit import embeddings, fit
@@ -91,10 +98,15 @@ def _train(schema: str, config: Config, run: RunDir, progress: bool, log,
         trained, report = fit(prepared, fit_config, run, progress, log, init=init,
                               start_step=0 if warm is None else warm.start_step)
         user_emb, item_emb, item_bias = embeddings(trained)
+        if warm is not None and config.fresh.prior != "off":
+            prior, prior_info = fit_prior(prepared, config, warm.old, embedding_score_fn(
+                user_emb, item_emb, item_bias), log)
+            item_bias = with_prior(item_bias, prior)
         scores = embedding_score_fn(user_emb, item_emb, item_bias)
         info.update(dataclasses.asdict(report))
     else:
         scores = _popularity_scores(prepared)
+    run.write_item_prior(prior)
     blend, blend_info = None, None
     if config.blend.item_item != "off":
         blend, blend_info = fit_blend(prepared, config, scores, log)
@@ -111,8 +123,11 @@ def _train(schema: str, config: Config, run: RunDir, progress: bool, log,
     if 0 < info.get("epochs_run", 0) == info["resumed_from"] and (earlier := run.read_metrics()):
         info = earlier["info"]  # a finished run, re-run: its figures are those of its training
     info.pop("blend", None)
+    info.pop("fresh", None)
     if blend_info is not None:
         info["blend"] = blend_info
+    if prior_info is not None:
+        info["fresh"] = prior_info
     from tfrec.train.tensorboard import Board
 
     board = Board(run.logs)
@@ -148,7 +163,9 @@ def evaluate_run(run_dir: str, progress: bool = False) -> dict:
 
         trained = build(prepared, config)
         restore_best(trained, run)
-        scores = embedding_score_fn(*embeddings(trained))
+        user_emb, item_emb, item_bias = embeddings(trained)
+        scores = embedding_score_fn(user_emb, item_emb,
+                                    with_prior(item_bias, run.read_item_prior()))
     blend = run.read_blend(prepared.csr("train"))
     if blend is not None:
         scores = blend.score_fn(scores)

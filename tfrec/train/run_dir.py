@@ -8,6 +8,10 @@
     blend/            the item-item blend chosen on valid ([blend]): item_item.npy, blend.json
     vocab/<set>.txt   the ids of each node set, one a line, line i = row i (what a warm start
                       maps onto a later run's ids)
+    vocab/train_pairs.npz  the training pairs (user and item rows of vocab/): what a later
+                      warm run's recency prior counts as added ([fresh])
+    fresh/item_prior.npy   the recency prior chosen on valid ([fresh], warm runs): [I] float32
+                      added to the item bias wherever the run scores (evaluate, export, gate)
 
 `tfrec train` opens a run folder with `RunDir.training()`: it takes the lock (a second trainer
 of the same folder is refused), checks that the folder holds this run or nothing, removes the
@@ -33,7 +37,7 @@ from tfrec.errors import TfrecError
 LOCK_NAME = "train.lock"
 # Config sections fitted after the model: changing them on a finished run refits them at the
 # end of the next `tfrec train`, the model's training and checkpoints are kept.
-REFIT_SECTIONS = ("blend",)
+REFIT_SECTIONS = ("blend", "fresh")
 
 
 def _sha(path: str) -> str:
@@ -52,6 +56,7 @@ class RunDir:
     lock_file = property(lambda self: self.path / LOCK_NAME)
     vocab = property(lambda self: self.path / "vocab")
     blend_dir = property(lambda self: self.path / "blend")
+    prior_file = property(lambda self: self.path / "fresh" / "item_prior.npy")
 
     # === What the folder holds ===
 
@@ -259,13 +264,22 @@ class RunDir:
 
     # === Vocabularies ===
 
-    def write_vocab(self, node_ids: dict, features: dict | None = None) -> None:
-        """Writes vocab/<node set>.txt (node set -> [N] ids; line i = row i) and
+    def write_vocab(self, node_ids: dict, features: dict | None = None,
+                    train_pairs: dict | None = None) -> None:
+        """Writes vocab/<node set>.txt (node set -> [N] ids; line i = row i),
         vocab/features/<node set>.<cats|multi>.<feature>.json (`features`: the rows of the
-        feature tables, tfrec.model.inputs.feature_vocabularies), atomically."""
+        feature tables, tfrec.model.inputs.feature_vocabularies) and vocab/train_pairs.npz
+        (`train_pairs`: {user node set: [P] rows, item node set: [P] rows}), atomically."""
         from tfrec.atomic import atomic_dir
 
         with atomic_dir(self.vocab) as tmp:
+            if train_pairs:
+                import numpy as np
+
+                (user_set, users), (item_set, items) = train_pairs.items()
+                np.savez_compressed(tmp / "train_pairs.npz", sets=np.array([user_set, item_set]),
+                                    users=np.asarray(users, np.int32),
+                                    items=np.asarray(items, np.int32))
             for name, ids in node_ids.items():
                 (tmp / f"{name}.txt").write_text("".join(f"{i}\n" for i in ids),
                                                  encoding="utf-8")
@@ -283,6 +297,48 @@ class RunDir:
             return None
         return {p.stem: np.array(p.read_text(encoding="utf-8").splitlines(), dtype=object)
                 for p in sorted(self.vocab.glob("*.txt"))}
+
+    def read_train_pairs(self):
+        """(user ids [P], item ids [P]) of the run's training pairs, or None for a run from
+        before vocab/train_pairs.npz."""
+        import numpy as np
+
+        path = self.vocab / "train_pairs.npz"
+        vocab = self.read_vocab()
+        if not path.is_file() or vocab is None:
+            return None
+        try:
+            with np.load(path) as f:
+                (user_set, item_set), users, items = f["sets"], f["users"], f["items"]
+            return vocab[str(user_set)][users].astype(str), vocab[str(item_set)][items].astype(str)
+        except (OSError, ValueError, KeyError, IndexError) as e:
+            raise TfrecError(f"{path} is damaged ({e}): train the old run again") from None
+
+    # === The recency prior ===
+
+    def write_item_prior(self, prior) -> None:
+        """Writes fresh/item_prior.npy ([I] float32), or removes fresh/ for None."""
+        import numpy as np
+
+        if prior is None:
+            shutil.rmtree(self.prior_file.parent, ignore_errors=True)
+            return
+        from tfrec.atomic import atomic_dir
+
+        with atomic_dir(self.prior_file.parent) as tmp:
+            np.save(tmp / self.prior_file.name, np.asarray(prior, np.float32))
+
+    def read_item_prior(self):
+        """The run's recency prior [I] float32, or None if it has none."""
+        import numpy as np
+
+        if not self.prior_file.is_file():
+            return None
+        try:
+            return np.load(self.prior_file).astype(np.float32)
+        except (OSError, ValueError) as e:
+            raise TfrecError(f"{self.prior_file} is damaged ({e}): train the run again to "
+                             "refit it") from None
 
     def read_feature_vocab(self) -> dict[str, list[str]]:
         """The feature vocabularies `write_vocab` wrote ({} for a run from before them)."""
