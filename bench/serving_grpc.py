@@ -20,6 +20,8 @@ Stages:
      each value, one server after the other); run N threads calling the SavedModel's
      `serving_default` in this process for T seconds (the floor: no RPC, no protos, no JSON);
   6. one caller in this process, 300 calls per signature (one row): p50/p99 per signature;
+  6b. with `--library-floor`, the same clients against grpcio's server answering stored bytes
+     (no model, no parsing): the ceiling the gRPC library itself sets on this machine;
   7. print QPS, p50/p95/p99, failed valid requests, accepted bad ones, server CPU per request,
      requests per merged TF call, RSS start / warm / each minute / end, the ratios to the
      floor, whether issue 15's targets are met, and `uptime` load before and after.
@@ -29,6 +31,7 @@ Stages:
 Examples:
   .venv/bin/python bench/serving_grpc.py --synthetic --clients 8 --seconds 20
   .venv/bin/python bench/serving_grpc.py --synthetic --seconds 15 --workers 1,2,1,2
+  .venv/bin/python bench/serving_grpc.py --synthetic --seconds 15 --library-floor
   .venv/bin/python bench/serving_grpc.py --synthetic --api rest --seconds 20
   .venv/bin/python bench/serving_grpc.py --synthetic --soak
 """
@@ -86,6 +89,8 @@ def main() -> int:
 
         phases = [(workers, serve_phase(Path(base), version, name, users, num_items, args,
                                         workers)) for workers in args.workers]
+        library = (library_floor(loaded, name, users, num_items, args, tf)
+                   if args.library_floor else None)
         floor = run_in_process(loaded, users, args, tf)
         per_signature = signature_latencies(loaded, users, tf)
 
@@ -94,7 +99,8 @@ def main() -> int:
     print(f"{'':16}{'QPS':>8}{'p50 ms':>9}{'p95 ms':>9}{'p99 ms':>9}{'requests':>10}"
           f"{'failed':>8}")
     rows = [(f"{label}, {w} worker{'s' if w > 1 else ''}", remote) for w, (remote, _) in phases]
-    for row, stats in rows + [("in-process", floor)]:
+    extra = [("gRPC, no model", library)] if library else []
+    for row, stats in rows + extra + [("in-process", floor)]:
         print(f"{row:16}{stats['qps']:8.0f}{stats['p50_ms']:9.2f}{stats['p95_ms']:9.2f}"
               f"{stats['p99_ms']:9.2f}{stats['requests']:10d}{stats['errors']:8d}")
     print("in-process, one caller, 300 calls: " + "; ".join(
@@ -106,9 +112,16 @@ def main() -> int:
         print(f"server exit code after SIGTERM: {server_exit}")
         failed = failed or remote["errors"] or remote["bad_accepted"] or server_exit
         results.append({"workers": row, "remote": remote, "ratios": ratios})
+    if library:
+        print(f"--- gRPC, no model (grpcio's server answering stored bytes; the most any "
+              f"handler can reach): QPS x{library['qps'] / max(floor['qps'], 1e-9):.2f} and "
+              f"p99 x{library['p99_ms'] / max(floor['p99_ms'], 1e-9):.2f} of in-process; CPU per "
+              f"request: server {library['server_cpu_ms_per_request']:.2f} ms, clients "
+              f"{library['client_cpu_ms_per_request']:.2f} ms; issue 15 targets: p99 <= 5 ms "
+              f"{_met(library['p99_ms'] <= 5)}, >= 1,500 QPS {_met(library['qps'] >= 1500)}")
     print(f"load before {load_before}, after {load_after}")
     if args.json:
-        print(json.dumps({"phases": results, "in_process": floor,
+        print(json.dumps({"phases": results, "in_process": floor, "library_floor": library,
                           "per_signature_ms": per_signature,
                           "load": [load_before, load_after], "config": vars(args) | {
                               "model_base": str(args.model_base), "users": len(users)}},
@@ -147,6 +160,54 @@ def serve_phase(base: Path, version: int, name: str, users: list[bytes], num_ite
         server.send_signal(signal.SIGTERM)
         server_exit = server.wait(timeout=60)
     return remote, server_exit
+
+
+def library_floor(loaded, name: str, users: list[bytes], num_items: int, args, tf) -> dict:
+    """The clients against grpcio's own server answering one stored serialized PredictResponse
+    (a real top-k answer, no parsing, no model): (the clients' figures with its CPU)."""
+    from tensorflow_serving.apis import predict_pb2
+
+    from tfrec.serving.tensors import fill
+
+    outputs = loaded.signatures["serving_default"](user_id=tf.constant(users[:1]),
+                                                    k=tf.constant(args.k, tf.int32))
+    response = predict_pb2.PredictResponse()
+    response.model_spec.name = name
+    response.model_spec.version.value = 1
+    response.model_spec.signature_name = "serving_default"
+    for key, tensor in outputs.items():
+        fill(response.outputs[key], tensor.numpy())
+    ctx = mp.get_context("spawn")
+    ports, stop = ctx.Queue(), ctx.Event()
+    server = ctx.Process(target=stored_answer_server, args=(
+        response.SerializeToString(), args.server_threads, ports, stop))
+    server.start()
+    address = f"127.0.0.1:{ports.get(timeout=120)}"
+    pids = [server.pid]
+    server_cpu = cpu_seconds(pids)
+    remote = run_clients(address, name, users, num_items, args)
+    requests = max(remote["requests"] + remote["bad_requests"], 1)
+    remote["server_cpu_ms_per_request"] = (cpu_seconds(pids) - server_cpu) * 1e3 / requests
+    remote["client_cpu_ms_per_request"] = remote.pop("client_cpu") * 1e3 / requests
+    stop.set()
+    server.join(timeout=60)
+    return remote
+
+
+def stored_answer_server(answer: bytes, threads: int, ports, stop) -> None:
+    """grpcio's sync server (as tfrec serve's) answering every Predict with `answer`."""
+    from concurrent import futures
+
+    import grpc
+
+    handler = grpc.unary_unary_rpc_method_handler(lambda request, context: answer)
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=threads))
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(
+        "tensorflow.serving.PredictionService", {"Predict": handler}),))
+    ports.put(server.add_insecure_port("127.0.0.1:0"))
+    server.start()
+    stop.wait()
+    server.stop(1).wait()
 
 
 def report(label: str, remote: dict, floor: dict, args) -> dict:
@@ -219,6 +280,9 @@ def parse_args() -> argparse.Namespace:
                         "(default: a tenth of --seconds; soak 60)")
     parser.add_argument("--soak", action="store_true",
                         help="10 minutes, 10%% bad requests, a version swap every minute")
+    parser.add_argument("--library-floor", action="store_true",
+                        help="also run the clients against a gRPC server without a model (it "
+                        "answers stored bytes of a real answer): what grpcio alone allows here")
     parser.add_argument("--json", action="store_true", help="also print the results as JSON")
     args = parser.parse_args()
     soak = dict(seconds=600.0, invalid=0.1, swap_seconds=60.0, warmup_seconds=60.0)

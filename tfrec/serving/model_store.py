@@ -76,6 +76,12 @@ class Signature:
     outputs: tuple[str, ...]
 
 
+from tensorflow.python.eager.context import context as _eager_context  # noqa: E402
+from tensorflow.python.framework.constant_op import (  # noqa: E402
+    convert_to_eager_tensor as _to_eager,
+)
+
+
 class FlatCall:
     """A restored signature function called with its flat tensors: `fn(**feeds)` -> {output
     name: tensor}, as `signature(**feeds)` answers, with less Python per call.
@@ -107,7 +113,10 @@ class FlatCall:
         if len(feeds) != len(self._inputs):
             raise TypeError(f"the signature takes {[name for name, _ in self._inputs]}, got "
                             f"{sorted(feeds)}")
-        tensors = [tf.convert_to_tensor(feeds[name], dtype) for name, dtype in self._inputs]
+        # convert_to_eager_tensor: what tf.convert_to_tensor ends in for a numpy array or list,
+        # without its conversion-registry dispatch (~17 instead of ~61 us for a string input).
+        context = _eager_context()
+        tensors = [_to_eager(feeds[name], context, dtype) for name, dtype in self._inputs]
         flat = self._function.call_flat(*tensors, *self._captures)
         return dict(zip(self._outputs, flat))
 
