@@ -69,3 +69,15 @@ def reference_top_k(scores, exclude, k):
 
 def seen_rows(artifacts, user):
     return artifacts.seen_indices[artifacts.seen_indptr[user]: artifacts.seen_indptr[user + 1]]
+
+
+def assert_serves_top_k(model, artifacts, users, k, score_fn):
+    """The exported serving_default's top-k for user ids `users` equals evaluation's ranking
+    by `score_fn` (user rows [B] -> scores [B, I]), each user's seen items excluded."""
+    out = model.signatures["serving_default"](user_id=tf.constant(users), k=tf.constant(k))
+    rows = np.array([list(artifacts.user_ids).index(u) for u in users])
+    top, values = reference_top_k(score_fn(rows), [seen_rows(artifacts, r) for r in rows], k)
+    expected = np.where(np.isinf(values), "", artifacts.item_ids[top])
+    got = np.vectorize(lambda b: b.decode(), otypes=[object])(out["item_ids"].numpy())
+    np.testing.assert_array_equal(got, expected)
+    np.testing.assert_allclose(out["scores"].numpy(), values, rtol=1e-4, atol=1e-5)

@@ -7,7 +7,7 @@ import shutil
 
 import numpy as np
 import pytest
-from test_export_fixtures import reference_top_k, seen_rows, tf
+from test_export_fixtures import assert_serves_top_k, tf
 from test_warm_start import CONFIG, old_run, tables  # noqa: F401  (fixtures)
 
 from tfrec.config import config_from_dict
@@ -101,15 +101,8 @@ def test_exported_top_k_is_the_evaluation_top_k_with_the_prior(warm_run, tmp_pat
     np.testing.assert_allclose(art.item_bias, bias + prior, rtol=1e-6)
     evaluated = evaluate_run(str(copy))
     model = tf.saved_model.load(str(export_model(art, tmp_path / "models")))
-    users = ["u1", "u2", "u3", "u4", "u5"]
-    out = model.signatures["serving_default"](user_id=tf.constant(users), k=tf.constant(3))
     score_fn = embedding_score_fn(user, item, bias + prior)  # evaluation's, seen excluded
-    rows = np.array([list(art.user_ids).index(u) for u in users])
-    top, values = reference_top_k(score_fn(rows), [seen_rows(art, r) for r in rows], 3)
-    expected = np.where(np.isinf(values), "", art.item_ids[top])
-    got = np.vectorize(lambda b: b.decode(), otypes=[object])(out["item_ids"].numpy())
-    np.testing.assert_array_equal(got, expected)
-    np.testing.assert_allclose(out["scores"].numpy(), values, rtol=1e-4, atol=1e-5)
+    assert_serves_top_k(model, art, ["u1", "u2", "u3", "u4", "u5"], 3, score_fn)
     # tfrec evaluate ranks with the prior: item i1 (+3) moves, so the figures are its own
     from tfrec.evaluate.harness import evaluate
     from tfrec.train.prepare import prepare

@@ -6,9 +6,8 @@ import json
 import shutil
 from pathlib import Path
 
-import numpy as np
 import pytest
-from test_export_fixtures import reference_top_k, seen_rows, tf
+from test_export_fixtures import assert_serves_top_k, tf
 
 from tfrec.config import config_from_dict
 from tfrec.evaluate.scoring import embedding_score_fn
@@ -81,17 +80,10 @@ def _assert_export_ranks_as_evaluation(path, out):
     art = load_artifacts(str(path))
     assert art.blend is not None
     model = tf.saved_model.load(str(export_model(art, out)))
-    users = ["u1", "u2", "u3", "u4"]
-    out = model.signatures["serving_default"](user_id=tf.constant(users), k=tf.constant(2))
     # evaluation's score function (tfrec.train.run.evaluate_run), seen items excluded as served
     score_fn = art.blend.score_fn(embedding_score_fn(art.user_embeddings, art.item_embeddings,
                                                      art.item_bias))
-    rows = np.array([list(art.user_ids).index(u) for u in users])
-    top, values = reference_top_k(score_fn(rows), [seen_rows(art, r) for r in rows], 2)
-    expected = np.where(np.isinf(values), "", art.item_ids[top])
-    got = np.vectorize(lambda b: b.decode(), otypes=[object])(out["item_ids"].numpy())
-    np.testing.assert_array_equal(got, expected)
-    np.testing.assert_allclose(out["scores"].numpy(), values, rtol=1e-4, atol=1e-5)
+    assert_serves_top_k(model, art, ["u1", "u2", "u3", "u4"], 2, score_fn)
 
 
 def test_training_again_with_the_blend_off_removes_it(runs, tmp_path):
