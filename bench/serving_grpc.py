@@ -168,6 +168,9 @@ def serve_phase(base: Path, version: int, name: str, users: list[bytes], num_ite
         stop_swaps.set()
         server.send_signal(signal.SIGTERM)
         server_exit = server.wait(timeout=60)
+    if native is not None:
+        time.sleep(0.5)  # the drain thread reads the last line
+        remote["native_stats"] = "".join(getattr(server, "lines", [])).strip()
     return remote, server_exit
 
 
@@ -237,6 +240,8 @@ def report(label: str, remote: dict, floor: dict, args) -> dict:
     print("server CPU per request by thread: " + ", ".join(
         f"{kind} {ms:.2f} ms" for kind, ms in sorted(
             remote["server_cpu_ms_by_thread"].items(), key=lambda item: -item[1])))
+    if remote.get("native_stats"):
+        print(remote["native_stats"])
     print(f"server RSS MiB: start {remote['rss_start_mib']:.0f}, after warm-up "
           f"{remote['rss_warm_mib']:.0f}, end {remote['rss_end_mib']:.0f}, max "
           f"{remote['rss_max_mib']:.0f} (growth after warm-up "
@@ -356,7 +361,8 @@ def start_native(base: Path, model_name: str | None,
     if " on " not in line:
         process.kill()
         sys.exit(f"tfrec-native-serve did not start (exit {process.wait()})")
-    threading.Thread(target=process.stdout.read, daemon=True).start()  # drain
+    process.lines = []  # its CPU figures at exit (see serve_phase)
+    threading.Thread(target=lambda: process.lines.extend(process.stdout), daemon=True).start()
     return process, line.split(" on ")[1].split()[0], None
 
 

@@ -1,13 +1,14 @@
 """`tfrec serve --native`: the C++ front end of serving/native (built by `make native`).
 
 It answers PredictionService/Predict for the newest version under the model base, with the
-same answers and status codes as `tfrec serve` (tests/test_native_serving.py compares them),
-through TensorFlow's C API of the pip wheel. It does not (yet) do: hot swap (it serves the
-version found at start), REST, metrics, access log, server-side batching, warm-up replay,
---workers, GetModelMetadata / GetModelStatus (UNIMPLEMENTED; ask `tfrec serve`), or the
-Python server's checks ahead of the graph (contract_checks: the graph's own
-InvalidArgumentError gives the same message and code) and answer size estimate (gRPC's send
-limit refuses an oversized answer, RESOURCE_EXHAUSTED, after computing it).
+same answers, status codes and messages as `tfrec serve` (tests/test_native_serving.py
+compares them), through TensorFlow's C API of the pip wheel; TF Text's op libraries are
+loaded for item_text. It does not (yet) do: hot swap (it serves the version found at start),
+REST, metrics, access log, server-side batching, warm-up replay, --workers, or
+GetModelMetadata / GetModelStatus (UNIMPLEMENTED: ask `tfrec serve`). It has no
+contract_checks of its own: an unknown id, k out of range or an empty history row is refused
+by the graph (same code and words); so a request that is both oversized and bad gets
+RESOURCE_EXHAUSTED here where tfrec serve says INVALID_ARGUMENT.
 """
 
 import importlib.util
