@@ -228,12 +228,15 @@ static void ReadSignatures(const TF_Buffer* meta_graph, Model* model) {
 
 // ConfigProto {2 intra_op_parallelism_threads, 5 inter_op_parallelism_threads}: 0 lets TF
 // pick (the number of cores); a negative inter-op count runs every op in the caller's thread.
-static void LoadModel(const std::string& dir, int intra_op, int inter_op, Model* model) {
+// `extra`: more of a serialized ConfigProto (appended: its fields win, its messages merge).
+static void LoadModel(const std::string& dir, int intra_op, int inter_op,
+                      const std::string& extra, Model* model) {
   Status status;
   TF_SessionOptions* options = tf.TF_NewSessionOptions();
   wire::Writer config;
   if (intra_op) config.Varint(2, static_cast<uint64_t>(static_cast<int64_t>(intra_op)));
   if (inter_op) config.Varint(5, static_cast<uint64_t>(static_cast<int64_t>(inter_op)));
+  config.bytes += extra;
   tf.TF_SetConfig(options, config.bytes.data(), config.bytes.size(), status.s);
   if (!status.ok()) TfApi::Die("bad session config: " + status.message());
   TF_Buffer* meta_graph = tf.TF_NewBuffer();
@@ -724,7 +727,7 @@ static void Usage() {
           "PATH/libtensorflow_cc.so.2 [--model-name NAME] [--host H] [--port P] "
           "[--max-batch N] [--max-message-mb MB] [--intra-op-threads N (default 1; 0: TF "
           "picks)] [--inter-op-threads N (default -1: ops run in the calling thread; 0: TF "
-          "picks)] "
+          "picks)] [--session-config-hex HEX (more of a serialized ConfigProto)] "
           "[--op-library PATH.so]...\n");
   exit(2);
 }
@@ -736,7 +739,7 @@ int main(int argc, char** argv) {
   sigaddset(&signals, SIGTERM);
   sigaddset(&signals, SIGINT);
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
-  std::string base, dir, name, host = "127.0.0.1", tf_lib;
+  std::string base, dir, name, host = "127.0.0.1", tf_lib, session_config;
   // TF threads: measured best on 2 cores with 8 concurrent clients (README): each request's
   // ops run in the gRPC thread that received it, one thread per op.
   int port = 8500, max_message_mb = 16, intra_op = 1, inter_op = -1;
@@ -756,6 +759,10 @@ int main(int argc, char** argv) {
     else if (arg == "--tf-lib") tf_lib = value;
     else if (arg == "--intra-op-threads") intra_op = atoi(value.c_str());
     else if (arg == "--inter-op-threads") inter_op = atoi(value.c_str());
+    else if (arg == "--session-config-hex") {  // e.g. from ConfigProto(...).SerializeToString()
+      for (size_t j = 0; j + 1 < value.size(); j += 2)
+        session_config.push_back(static_cast<char>(std::stoi(value.substr(j, 2), nullptr, 16)));
+    }
     else if (arg == "--op-library") op_libraries.push_back(value);
     else Usage();
   }
@@ -788,7 +795,7 @@ int main(int argc, char** argv) {
   server.model.version = version;
   server.model.name = !name.empty() ? name
                                     : fs::weakly_canonical(base).filename().string();
-  LoadModel(dir, intra_op, inter_op, &server.model);
+  LoadModel(dir, intra_op, inter_op, session_config, &server.model);
 
   Service service(&server);
   grpc::ServerBuilder builder;
