@@ -366,7 +366,8 @@ static TF_Tensor* ToTensor(const std::string& name, const InputTensor& in, size_
   }
   for (size_t i = 0; i < count; ++i) {
     size_t j = i < have ? i : have - 1;
-    if (in.dtype == TF_INT32) reinterpret_cast<int32_t*>(data)[i] = static_cast<int32_t>(in.ints[j]);
+    if (in.dtype == TF_INT32)
+      reinterpret_cast<int32_t*>(data)[i] = static_cast<int32_t>(in.ints[j]);
     else if (in.dtype == TF_INT64) reinterpret_cast<int64_t*>(data)[i] = in.ints[j];
     else reinterpret_cast<float*>(data)[i] = in.floats[j];
   }
@@ -497,7 +498,7 @@ struct Server {
         wire::Reader spec = request.Message();
         while (spec.Next()) {
           if (spec.field == 1) model_name = spec.String();
-          else if (spec.field == 3) { std::string s = spec.String(); if (!s.empty()) signature_name = s; }
+          else if (spec.field == 3 && !spec.Bytes().empty()) signature_name = spec.String();
           else if (spec.field == 4) label = spec.String();
           else if (spec.field == 2) {
             has_version = true;
@@ -816,7 +817,8 @@ int main(int argc, char** argv) {
   builder.SetMaxSendMessageSize(max_message_mb << 20);
   builder.RegisterCallbackGenericService(&service);
   std::unique_ptr<grpc::Server> grpc_server = builder.BuildAndStart();
-  if (!grpc_server || bound == 0) TfApi::Die("cannot listen on " + host + ":" + std::to_string(port));
+  if (!grpc_server || bound == 0)
+    TfApi::Die("cannot listen on " + host + ":" + std::to_string(port));
   printf("tfrec-native-serve: model '%s' version %lld on %s:%d (pid %d)\n",
          server.model.name.c_str(), static_cast<long long>(version), host.c_str(), bound,
          getpid());

@@ -53,12 +53,19 @@ class Reader {
     if (type != 2) return;
     Reader packed(bytes_.data(), bytes_.size());
     uint64_t v;
-    while (packed.p_ < packed.end_ && packed.ReadVarint(&v)) out->push_back(static_cast<int64_t>(v));
+    while (packed.p_ < packed.end_ && packed.ReadVarint(&v))
+      out->push_back(static_cast<int64_t>(v));
   }
 
   // A repeated float field, packed or not.
   void Fixed32s(std::vector<float>* out) {
-    if (type == 5) { uint32_t v = static_cast<uint32_t>(value); float f; memcpy(&f, &v, 4); out->push_back(f); return; }
+    if (type == 5) {
+      uint32_t v = static_cast<uint32_t>(value);
+      float f;
+      memcpy(&f, &v, 4);
+      out->push_back(f);
+      return;
+    }
     if (type != 2) return;
     for (size_t i = 0; i + 4 <= bytes_.size(); i += 4) {
       float f; memcpy(&f, bytes_.data() + i, 4); out->push_back(f);
