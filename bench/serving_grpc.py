@@ -20,6 +20,8 @@ Stages:
      each value, one server after the other); run N threads calling the SavedModel's
      `serving_default` in this process for T seconds (the floor: no RPC, no protos, no JSON);
   6. one caller in this process, 300 calls per signature (one row): p50/p99 per signature;
+  6a. with `--native`, stages 3-5 against tfrec-native-serve (the C++ front end of
+     serving/native, `make native`; `tfrec serve --native`) after the Python server's;
   6b. with `--library-floor`, the same clients against grpcio's server answering stored bytes
      (no model, no parsing): the ceiling the gRPC library itself sets on this machine;
   7. print QPS, p50/p95/p99, failed valid requests, accepted bad ones, server CPU per request,
@@ -32,6 +34,7 @@ Examples:
   .venv/bin/python bench/serving_grpc.py --synthetic --clients 8 --seconds 20
   .venv/bin/python bench/serving_grpc.py --synthetic --seconds 15 --workers 1,2,1,2
   .venv/bin/python bench/serving_grpc.py --synthetic --seconds 15 --library-floor
+  .venv/bin/python bench/serving_grpc.py --synthetic --seconds 15 --native
   .venv/bin/python bench/serving_grpc.py --synthetic --api rest --seconds 20
   .venv/bin/python bench/serving_grpc.py --synthetic --soak
 """
@@ -87,18 +90,21 @@ def main() -> int:
               f"{args.api}, {args.seconds:g} s, {args.invalid:.0%} bad requests, swap every "
               f"{args.swap_seconds or 'never'} s, load {load_before}", flush=True)
 
-        phases = [(workers, serve_phase(Path(base), version, name, users, num_items, args,
-                                        workers)) for workers in args.workers]
+        label = "gRPC" if args.api == "grpc" else "REST"
+        phases = [(f"{label}, {w} worker{'s' if w > 1 else ''}", serve_phase(
+            Path(base), version, name, users, num_items, args, w)) for w in args.workers]
+        for extra in args.native or []:
+            phases.append((f"native {extra}".strip(), serve_phase(
+                Path(base), version, name, users, num_items, args, 1, native=extra)))
         library = (library_floor(loaded, name, users, num_items, args, tf)
                    if args.library_floor else None)
         floor = run_in_process(loaded, users, args, tf)
         per_signature = signature_latencies(loaded, users, tf)
 
     load_after = load_average()
-    label = "gRPC" if args.api == "grpc" else "REST"
     print(f"{'':16}{'QPS':>8}{'p50 ms':>9}{'p95 ms':>9}{'p99 ms':>9}{'requests':>10}"
           f"{'failed':>8}")
-    rows = [(f"{label}, {w} worker{'s' if w > 1 else ''}", remote) for w, (remote, _) in phases]
+    rows = [(row, remote) for row, (remote, _) in phases]
     extra = [("gRPC, no model", library)] if library else []
     for row, stats in rows + extra + [("in-process", floor)]:
         print(f"{row:16}{stats['qps']:8.0f}{stats['p50_ms']:9.2f}{stats['p95_ms']:9.2f}"
@@ -130,10 +136,12 @@ def main() -> int:
 
 
 def serve_phase(base: Path, version: int, name: str, users: list[bytes], num_items: int, args,
-                workers: int) -> tuple[dict, int]:
-    """Starts `tfrec serve --workers W`, runs the clients against it, stops it; (the clients'
-    figures with the server's CPU, RSS and batching, its exit code)."""
-    server, address, rest = start_server(base, args, workers)
+                workers: int, native: str | None = None) -> tuple[dict, int]:
+    """Starts `tfrec serve --workers W` (or tfrec-native-serve), runs the clients against it,
+    stops it; (the clients' figures with the server's CPU, RSS and batching, its exit code).
+    `native`: the native server's extra flags ("" for none), None for `tfrec serve`."""
+    server, address, rest = (start_native(base, args.model_name, native) if native is not None
+                             else start_server(base, args, workers))
     pids = process_tree(server.pid)  # the supervisor and its workers, or the one server
     rss = RssSampler(pids, args.warmup_seconds)
     stop_swaps = threading.Event()
@@ -154,11 +162,15 @@ def serve_phase(base: Path, version: int, name: str, users: list[bytes], num_ite
             for kind, seconds in thread_cpu_seconds(pids).items()}
         remote["client_cpu_ms_per_request"] = remote.pop("client_cpu") * 1e3 / requests
         remote.update(rss.stop())
-        remote["tf_calls"], remote["requests_per_tf_call"] = batch_sizes(rest)
+        remote["tf_calls"], remote["requests_per_tf_call"] = (
+            batch_sizes(rest) if rest else (0, 0.0))
     finally:
         stop_swaps.set()
         server.send_signal(signal.SIGTERM)
         server_exit = server.wait(timeout=60)
+    if native is not None:
+        time.sleep(0.5)  # the drain thread reads the last line
+        remote["native_stats"] = "".join(getattr(server, "lines", [])).strip()
     return remote, server_exit
 
 
@@ -228,6 +240,8 @@ def report(label: str, remote: dict, floor: dict, args) -> dict:
     print("server CPU per request by thread: " + ", ".join(
         f"{kind} {ms:.2f} ms" for kind, ms in sorted(
             remote["server_cpu_ms_by_thread"].items(), key=lambda item: -item[1])))
+    if remote.get("native_stats"):
+        print(remote["native_stats"])
     print(f"server RSS MiB: start {remote['rss_start_mib']:.0f}, after warm-up "
           f"{remote['rss_warm_mib']:.0f}, end {remote['rss_end_mib']:.0f}, max "
           f"{remote['rss_max_mib']:.0f} (growth after warm-up "
@@ -283,6 +297,11 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--library-floor", action="store_true",
                         help="also run the clients against a gRPC server without a model (it "
                         "answers stored bytes of a real answer): what grpcio alone allows here")
+    parser.add_argument("--native", action="append", nargs="?", const="", metavar="FLAGS",
+                        help="also run the clients against tfrec-native-serve (the C++ front "
+                        "end, `make native`) after the Python server, in the same run; "
+                        "FLAGS are more of its flags (e.g. '--inter-op-threads -1'); repeat "
+                        "to compare variants")
     parser.add_argument("--json", action="store_true", help="also print the results as JSON")
     args = parser.parse_args()
     soak = dict(seconds=600.0, invalid=0.1, swap_seconds=60.0, warmup_seconds=60.0)
@@ -327,6 +346,24 @@ def start_server(base: Path, args, workers: int) -> tuple[subprocess.Popen, str,
     address = line.split(" on ")[1].split()[0].rstrip(",")
     rest = f"{address.rsplit(':', 1)[0]}:{line.split('REST on port ')[1].split()[0]}"
     return process, (rest if args.api == "rest" else address), rest
+
+
+def start_native(base: Path, model_name: str | None,
+                 extra: str) -> tuple[subprocess.Popen, str, None]:
+    """tfrec-native-serve on a free port (`tfrec serve --native`'s command line, plus the
+    flags `extra`); returns it, the HOST:PORT to ask and None (it has no REST)."""
+    from tfrec.serving import native
+
+    command = native.command(base, model_name, port=0) + extra.split()
+    process = subprocess.Popen(command, stdout=subprocess.PIPE,
+                               stderr=subprocess.DEVNULL, text=True)
+    line = process.stdout.readline()  # "tfrec-native-serve: model ... on HOST:PORT (pid N)"
+    if " on " not in line:
+        process.kill()
+        sys.exit(f"tfrec-native-serve did not start (exit {process.wait()})")
+    process.lines = []  # its CPU figures at exit (see serve_phase)
+    threading.Thread(target=lambda: process.lines.extend(process.stdout), daemon=True).start()
+    return process, line.split(" on ")[1].split()[0], None
 
 
 def batch_sizes(rest: str) -> tuple[int, float]:
@@ -422,7 +459,10 @@ def cpu_seconds(pids: list[int]) -> float:
 
 
 THREAD_KINDS = {"python": "Python threads (gRPC polling, handlers)", "tf_Compute": "TF pool",
-                "event_engine": "gRPC event engine"}
+                "event_engine": "gRPC event engine",
+                # tfrec-native-serve's: gRPC's callback threads run its handlers (and TF's ops
+                # with --inter-op-threads -1)
+                "nexting_thread": "gRPC callback threads", "default-executo": "gRPC executor"}
 
 
 def thread_cpu_seconds(pids: list[int]) -> dict[str, float]:

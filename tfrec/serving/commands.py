@@ -65,6 +65,11 @@ def register(sub) -> None:
     serve.add_argument("--grace-seconds", type=float, default=5.0, metavar="S",
                        help="at shutdown, wait up to S s for requests in flight "
                        "(default: %(default)s)")
+    serve.add_argument("--native", action="store_true",
+                       help="run the C++ front end instead (serving/native, built by `make "
+                       "native`): Predict only, the newest version at start; no hot swap, "
+                       "REST, metrics, batching, workers, metadata or status RPCs (see "
+                       "tfrec/serving/native.py); ~2-3x the QPS of this server on 2 cores")
     serve.set_defaults(func=run_serve, light=True)  # the supervisor of --workers needs no TF
 
     query = sub.add_parser(
@@ -98,6 +103,9 @@ def register(sub) -> None:
 def run_serve(args: argparse.Namespace) -> int:
     from tfrec.serving.serve_config import ServeConfig
 
+    if args.native:
+        return exec_native(args)
+
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     config = ServeConfig(
         model_base=args.model_base, model_name=args.model_name, host=args.host,
@@ -115,6 +123,30 @@ def run_serve(args: argparse.Namespace) -> int:
     from tfrec.serving.server import serve
 
     return serve(config)
+
+
+# Flags of `tfrec serve` that tfrec-native-serve does not have, with their defaults.
+# (--poll-seconds, --threads, --grace-seconds and --batch-threads are ignored: it serves the
+# version found at start, with gRPC's threads, without merging requests.)
+NATIVE_UNSUPPORTED = {"rest_port": None, "access_log": False, "num_versions": 1, "workers": 1}
+
+
+def exec_native(args: argparse.Namespace) -> int:
+    """Replaces this process with tfrec-native-serve (signals and exit code are its own)."""
+    import os
+
+    from tfrec.errors import TfrecError
+    from tfrec.serving import native
+
+    changed = [f"--{name.replace('_', '-')}" for name, default in NATIVE_UNSUPPORTED.items()
+               if getattr(args, name) != default]
+    if changed:
+        raise TfrecError(f"tfrec serve --native does not support {', '.join(changed)}; leave "
+                         "them out or serve without --native.")
+    line = native.command(args.model_base, args.model_name, args.host, args.port,
+                          args.max_batch, args.max_message_mb)
+    os.execv(line[0], line)
+    return 1  # not reached
 
 
 def run_query(args: argparse.Namespace) -> int:

@@ -1,0 +1,837 @@
+// tfrec-native-serve: a small C++ front end answering TF Serving's PredictionService/Predict
+// over gRPC for a tfrec SavedModel (tfrec/export/CONTRACT.md), without Python.
+//
+// - TensorFlow: the C API of the pip wheel's libtensorflow_cc.so.2, opened with
+//   dlopen(RTLD_LOCAL | RTLD_DEEPBIND) and called through function pointers, so TF's own
+//   protobuf and absl symbols never meet the system gRPC's.
+// - gRPC: the system grpc++ (Debian libgrpc++-dev) through its generic callback API: requests
+//   and answers are raw bytes, and the few PredictRequest / PredictResponse / TensorProto /
+//   MetaGraphDef fields used are read and written by hand in protobuf's wire format (wire.h),
+//   so no protobuf C++ library is linked at all.
+//
+// One model version (the newest under --model-base, or --model-dir), loaded at start; no
+// hot-swap, REST, metrics, batching, GetModelMetadata / GetModelStatus (UNIMPLEMENTED).
+
+#include <dlfcn.h>
+#include <signal.h>
+#include <unistd.h>
+
+#include <time.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <grpcpp/generic/async_generic_service.h>
+#include <grpcpp/grpcpp.h>
+
+#include "tensorflow/c/c_api.h"
+#include "wire.h"
+
+namespace fs = std::filesystem;
+
+// === TensorFlow's C API through dlopen ===
+
+struct TfApi {
+#define TF_FN(name) decltype(&::name) name = nullptr;
+#define TF_FUNCTIONS(X)                                                                     \
+  X(TF_NewStatus) X(TF_DeleteStatus) X(TF_GetCode) X(TF_Message) X(TF_NewGraph)             \
+  X(TF_NewSessionOptions) X(TF_SetConfig) X(TF_NewBuffer) X(TF_DeleteBuffer)                \
+  X(TF_LoadSessionFromSavedModel) X(TF_SessionRun) X(TF_GraphOperationByName)               \
+  X(TF_AllocateTensor) X(TF_DeleteTensor) X(TF_TensorData) X(TF_TensorByteSize)             \
+  X(TF_NumDims) X(TF_Dim) X(TF_TensorType) X(TF_LoadLibrary) X(TF_NewOperation)          \
+  X(TF_AddInput) X(TF_SetAttrType) X(TF_FinishOperation) X(TF_OperationOpType)
+  TF_FUNCTIONS(TF_FN)
+#undef TF_FN
+
+  void Load(const std::string& library) {
+    void* handle = dlopen(library.c_str(), RTLD_NOW | RTLD_LOCAL | RTLD_DEEPBIND);
+    if (handle == nullptr) Die("cannot open " + library + ": " + dlerror());
+#define TF_SYM(name)                                                          \
+  name = reinterpret_cast<decltype(name)>(dlsym(handle, #name));              \
+  if (name == nullptr) Die("no symbol " #name " in " + library);
+    TF_FUNCTIONS(TF_SYM)
+#undef TF_SYM
+  }
+
+  [[noreturn]] static void Die(const std::string& message) {
+    fprintf(stderr, "tfrec-native-serve: %s\n", message.c_str());
+    exit(2);
+  }
+};
+static TfApi tf;
+
+// TF_Status owned for one scope.
+struct Status {
+  TF_Status* s = tf.TF_NewStatus();
+  ~Status() { tf.TF_DeleteStatus(s); }
+  bool ok() const { return tf.TF_GetCode(s) == TF_OK; }
+  std::string message() const { return tf.TF_Message(s); }
+};
+
+// === The served model ===
+
+struct TensorSpec {
+  std::string name;        // the signature's key, e.g. "user_id"
+  TF_Output output{};      // the graph tensor, e.g. "serving_default_user_id:0"
+  int dtype = 0;           // tensorflow.DataType
+  std::vector<int64_t> shape;  // -1 unknown; empty + unknown_rank: any
+  bool unknown_rank = true;
+};
+
+struct Signature {
+  std::string name;
+  std::vector<TensorSpec> inputs, outputs;  // sorted by name
+};
+
+struct Model {
+  std::string name;
+  int64_t version = 0;
+  TF_Session* session = nullptr;
+  TF_Graph* graph = nullptr;
+  std::map<std::string, Signature> signatures;
+  // A tfrec model's items and an upper bound on the bytes of one top-k result in an answer
+  // (as tfrec serve's model_store._result_size); 0 for other models.
+  int64_t num_items = 0, bytes_per_result = 0;
+};
+
+static int64_t VarintSize(uint64_t n) {
+  int64_t size = 1;
+  while (n >= 0x80) n >>= 7, ++size;
+  return size;
+}
+
+// num_items and bytes_per_result from the string variables item_ids and item_titles of a
+// tfrec model (export/serving_module.py), read by ReadVariableOp nodes added to the graph.
+static void ReadResultSize(Model* model) {
+  std::vector<TF_Output> fetches;
+  for (const char* name : {"item_ids", "item_titles"}) {
+    TF_Operation* var = tf.TF_GraphOperationByName(model->graph, name);
+    if (var == nullptr || strcmp(tf.TF_OperationOpType(var), "VarHandleOp") != 0) return;
+    std::string read = std::string("tfrec_native/read_") + name;
+    TF_OperationDescription* desc = tf.TF_NewOperation(model->graph, "ReadVariableOp",
+                                                       read.c_str());
+    tf.TF_AddInput(desc, TF_Output{var, 0});
+    tf.TF_SetAttrType(desc, "dtype", TF_STRING);
+    Status status;
+    TF_Operation* op = tf.TF_FinishOperation(desc, status.s);
+    if (!status.ok()) return;
+    fetches.push_back(TF_Output{op, 0});
+  }
+  TF_Tensor* values[2] = {nullptr, nullptr};
+  Status status;
+  tf.TF_SessionRun(model->session, nullptr, nullptr, nullptr, 0, fetches.data(), values, 2,
+                   nullptr, 0, nullptr, status.s);
+  if (!status.ok()) return;
+  int64_t bytes = 4;  // the score (tensor_content)
+  for (TF_Tensor* t : values) {
+    auto* s = static_cast<const TF_TString*>(tf.TF_TensorData(t));
+    size_t n = tf.TF_TensorByteSize(t) / sizeof(TF_TString), longest = 0;
+    for (size_t i = 0; i < n; ++i) longest = std::max(longest, TF_TString_GetSize(&s[i]));
+    bytes += longest + 1 + VarintSize(longest);  // string_val: tag, length, bytes
+    model->num_items = static_cast<int64_t>(n);
+    tf.TF_DeleteTensor(t);
+  }
+  model->bytes_per_result = bytes;
+}
+
+static const char* DtypeName(int dtype) {
+  switch (dtype) {
+    case TF_FLOAT: return "DT_FLOAT";
+    case TF_DOUBLE: return "DT_DOUBLE";
+    case TF_INT32: return "DT_INT32";
+    case TF_INT64: return "DT_INT64";
+    case TF_STRING: return "DT_STRING";
+    case TF_BOOL: return "DT_BOOL";
+    default: return "another DataType";
+  }
+}
+
+static TF_Output ResolveTensor(TF_Graph* graph, const std::string& name) {
+  std::string op = name;
+  int index = 0;
+  size_t colon = name.rfind(':');
+  if (colon != std::string::npos) {
+    op = name.substr(0, colon);
+    index = atoi(name.c_str() + colon + 1);
+  }
+  TF_Operation* oper = tf.TF_GraphOperationByName(graph, op.c_str());
+  if (oper == nullptr) TfApi::Die("tensor " + name + " of a signature is not in the graph");
+  return TF_Output{oper, index};
+}
+
+// TensorInfo {1 name, 2 dtype, 3 tensor_shape {2 dim {1 size}, 3 unknown_rank}}.
+static TensorSpec ParseTensorInfo(std::string key, wire::Reader info, TF_Graph* graph) {
+  TensorSpec spec;
+  spec.name = std::move(key);
+  std::string tensor;
+  while (info.Next()) {
+    if (info.field == 1) tensor = info.String();
+    else if (info.field == 2) spec.dtype = static_cast<int>(info.value);
+    else if (info.field == 3) {
+      spec.unknown_rank = false;
+      wire::Reader shape = info.Message();
+      while (shape.Next()) {
+        if (shape.field == 2) {
+          int64_t size = -1;
+          wire::Reader dim = shape.Message();
+          while (dim.Next()) if (dim.field == 1) size = static_cast<int64_t>(dim.value);
+          spec.shape.push_back(size);
+        } else if (shape.field == 3 && shape.value) {
+          spec.unknown_rank = true;
+        }
+      }
+    }
+  }
+  spec.output = ResolveTensor(graph, tensor);
+  return spec;
+}
+
+// MetaGraphDef {5 signature_def map<string, SignatureDef {1 inputs, 2 outputs, 3 method}>}.
+static void ReadSignatures(const TF_Buffer* meta_graph, Model* model) {
+  wire::Reader meta(static_cast<const char*>(meta_graph->data), meta_graph->length);
+  while (meta.Next()) {
+    if (meta.field != 5) continue;
+    wire::Reader entry = meta.Message();
+    Signature signature;
+    wire::Reader def(nullptr, 0);
+    while (entry.Next()) {
+      if (entry.field == 1) signature.name = entry.String();
+      else if (entry.field == 2) def = entry.Message();
+    }
+    if (signature.name == "__saved_model_init_op") continue;
+    while (def.Next()) {
+      if (def.field != 1 && def.field != 2) continue;
+      wire::Reader item = def.Message();
+      std::string key;
+      wire::Reader info(nullptr, 0);
+      while (item.Next()) {
+        if (item.field == 1) key = item.String();
+        else if (item.field == 2) info = item.Message();
+      }
+      (def.field == 1 ? signature.inputs : signature.outputs)
+          .push_back(ParseTensorInfo(key, info, model->graph));
+    }
+    auto by_name = [](const TensorSpec& a, const TensorSpec& b) { return a.name < b.name; };
+    std::sort(signature.inputs.begin(), signature.inputs.end(), by_name);
+    std::sort(signature.outputs.begin(), signature.outputs.end(), by_name);
+    model->signatures[signature.name] = std::move(signature);
+  }
+}
+
+// ConfigProto {2 intra_op_parallelism_threads, 5 inter_op_parallelism_threads}: 0 lets TF
+// pick (the number of cores); a negative inter-op count runs every op in the caller's thread.
+// `extra`: more of a serialized ConfigProto (appended: its fields win, its messages merge).
+static void LoadModel(const std::string& dir, int intra_op, int inter_op,
+                      const std::string& extra, Model* model) {
+  Status status;
+  TF_SessionOptions* options = tf.TF_NewSessionOptions();
+  wire::Writer config;
+  if (intra_op) config.Varint(2, static_cast<uint64_t>(static_cast<int64_t>(intra_op)));
+  if (inter_op) config.Varint(5, static_cast<uint64_t>(static_cast<int64_t>(inter_op)));
+  config.bytes += extra;
+  tf.TF_SetConfig(options, config.bytes.data(), config.bytes.size(), status.s);
+  if (!status.ok()) TfApi::Die("bad session config: " + status.message());
+  TF_Buffer* meta_graph = tf.TF_NewBuffer();
+  model->graph = tf.TF_NewGraph();
+  const char* tags[] = {"serve"};
+  model->session = tf.TF_LoadSessionFromSavedModel(options, nullptr, dir.c_str(), tags, 1,
+                                                   model->graph, meta_graph, status.s);
+  if (!status.ok()) TfApi::Die("cannot load " + dir + ": " + status.message());
+  ReadSignatures(meta_graph, model);
+  tf.TF_DeleteBuffer(meta_graph);
+  ReadResultSize(model);
+}
+
+// === Predict ===
+
+struct RpcError {
+  grpc::StatusCode code;
+  std::string message;
+};
+
+[[noreturn]] static void Invalid(const std::string& message) {
+  throw RpcError{grpc::StatusCode::INVALID_ARGUMENT, message};
+}
+
+static std::string ShapeText(const std::vector<int64_t>& shape) {
+  std::string text = "[";
+  for (size_t i = 0; i < shape.size(); ++i) {
+    if (i) text += ", ";
+    text += shape[i] < 0 ? "?" : std::to_string(shape[i]);
+  }
+  return text + "]";
+}
+
+// A request's TensorProto, as read (values point into the request's bytes).
+struct InputTensor {
+  int dtype = 0;
+  std::vector<int64_t> shape;
+  std::string_view content;                 // tensor_content
+  std::vector<std::string_view> strings;    // string_val
+  std::vector<int64_t> ints;                // int_val / int64_val
+  std::vector<float> floats;                // float_val
+};
+
+// TensorProto {1 dtype, 2 tensor_shape, 4 tensor_content, 5 float_val, 7 int_val,
+// 8 string_val, 10 int64_val}.
+static InputTensor ParseTensor(wire::Reader proto) {
+  InputTensor t;
+  while (proto.Next()) {
+    switch (proto.field) {
+      case 1: t.dtype = static_cast<int>(proto.value); break;
+      case 2: {
+        wire::Reader shape = proto.Message();
+        while (shape.Next()) {
+          if (shape.field != 2) continue;
+          int64_t size = 0;
+          wire::Reader dim = shape.Message();
+          while (dim.Next()) if (dim.field == 1) size = static_cast<int64_t>(dim.value);
+          t.shape.push_back(size);
+        }
+        break;
+      }
+      case 4: t.content = proto.Bytes(); break;
+      case 5: proto.Fixed32s(&t.floats); break;
+      case 7: case 10: proto.Varints(&t.ints); break;
+      case 8: t.strings.push_back(proto.Bytes()); break;
+      default: break;
+    }
+  }
+  return t;
+}
+
+struct TensorDeleter {
+  void operator()(TF_Tensor* t) const {
+    if (t == nullptr) return;
+    if (tf.TF_TensorType(t) == TF_STRING) {  // free what TF_TString_Copy allocated
+      auto* s = static_cast<TF_TString*>(tf.TF_TensorData(t));
+      size_t n = tf.TF_TensorByteSize(t) / sizeof(TF_TString);
+      for (size_t i = 0; i < n; ++i) TF_TString_Dealloc(&s[i]);
+    }
+    tf.TF_DeleteTensor(t);
+  }
+};
+using TensorPtr = std::unique_ptr<TF_Tensor, TensorDeleter>;
+
+// The TF_Tensor of a request input (its dtype already checked against the signature). As in
+// TF's tensor_util: values may be fewer than the shape holds (the last is repeated).
+static TF_Tensor* ToTensor(const std::string& name, const InputTensor& in, size_t count) {
+  const int64_t* dims = in.shape.data();
+  int rank = static_cast<int>(in.shape.size());
+  if (in.dtype == TF_STRING) {
+    if (in.strings.size() != count && !(in.strings.size() == 1 && count > 0))
+      Invalid("input '" + name + "' is not a valid tensor: it holds " +
+              std::to_string(in.strings.size()) + " strings for shape " + ShapeText(in.shape));
+    TF_Tensor* t = tf.TF_AllocateTensor(TF_STRING, dims, rank, count * sizeof(TF_TString));
+    auto* s = static_cast<TF_TString*>(tf.TF_TensorData(t));
+    for (size_t i = 0; i < count; ++i) {
+      std::string_view v = in.strings[in.strings.size() == 1 ? 0 : i];
+      TF_TString_Init(&s[i]);
+      TF_TString_Copy(&s[i], v.data(), v.size());
+    }
+    return t;
+  }
+  size_t width = in.dtype == TF_INT64 || in.dtype == TF_DOUBLE ? 8 : 4;
+  if (in.dtype != TF_INT32 && in.dtype != TF_INT64 && in.dtype != TF_FLOAT)
+    Invalid("input '" + name + "': " + DtypeName(in.dtype) + " is not supported here");
+  TF_Tensor* t = tf.TF_AllocateTensor(static_cast<TF_DataType>(in.dtype), dims, rank,
+                                      count * width);
+  char* data = static_cast<char*>(tf.TF_TensorData(t));
+  if (!in.content.empty()) {
+    if (in.content.size() != count * width) {
+      tf.TF_DeleteTensor(t);
+      Invalid("input '" + name + "' is not a valid tensor: tensor_content of " +
+              std::to_string(in.content.size()) + " bytes for shape " + ShapeText(in.shape));
+    }
+    memcpy(data, in.content.data(), in.content.size());
+    return t;
+  }
+  size_t have = in.dtype == TF_FLOAT ? in.floats.size() : in.ints.size();
+  if (count > 0 && have == 0) {
+    memset(data, 0, count * width);  // TF fills a tensor without values with zeros
+    return t;
+  }
+  if (have > count) {
+    tf.TF_DeleteTensor(t);
+    Invalid("input '" + name + "' is not a valid tensor: " + std::to_string(have) +
+            " values for shape " + ShapeText(in.shape));
+  }
+  for (size_t i = 0; i < count; ++i) {
+    size_t j = i < have ? i : have - 1;
+    if (in.dtype == TF_INT32)
+      reinterpret_cast<int32_t*>(data)[i] = static_cast<int32_t>(in.ints[j]);
+    else if (in.dtype == TF_INT64) reinterpret_cast<int64_t*>(data)[i] = in.ints[j];
+    else reinterpret_cast<float*>(data)[i] = in.floats[j];
+  }
+  return t;
+}
+
+// The first meaningful line of a TF error, as tfrec serve reports it (predict_service's
+// graph_message): no node or stack lines; "assertion failed: [x]" becomes x, unescaped.
+static std::string GraphMessage(const std::string& message) {
+  std::string first;
+  size_t start = 0;
+  while (start <= message.size()) {
+    size_t end = message.find('\n', start);
+    if (end == std::string::npos) end = message.size();
+    std::string line = message.substr(start, end - start);
+    start = end + 1;
+    size_t b = line.find_first_not_of(" \t\r");
+    if (b == std::string::npos || b > 0 || line == "Graph execution error:" ||
+        line.rfind("Detected at node", 0) == 0 || line.rfind("<stack traces", 0) == 0)
+      continue;
+    first = line.substr(0, line.find_last_not_of(" \t\r") + 1);
+    break;
+  }
+  const std::string prefix = "assertion failed: [";
+  if (first.rfind(prefix, 0) == 0 && first.back() == ']' &&
+      first.find("] [") == std::string::npos) {
+    std::string inner = first.substr(prefix.size(), first.size() - prefix.size() - 1), out;
+    for (size_t i = 0; i < inner.size(); ++i) {
+      if (inner[i] == '\\' && i + 1 < inner.size() && (inner[i + 1] == '\'' || inner[i + 1] == '"'))
+        continue;
+      out += inner[i];
+    }
+    first = out;
+  }
+  return first;
+}
+
+static void WriteTensor(wire::Writer* w, const TF_Tensor* t) {
+  int dtype = tf.TF_TensorType(t);
+  w->Varint(1, dtype);
+  int rank = tf.TF_NumDims(t);
+  size_t count = 1;
+  {
+    wire::Writer shape;
+    for (int d = 0; d < rank; ++d) {
+      int64_t size = tf.TF_Dim(t, d);
+      count *= static_cast<size_t>(size);
+      wire::Writer dim;
+      if (size) dim.Varint(1, static_cast<uint64_t>(size));
+      shape.Message(2, dim);
+    }
+    w->Message(2, shape);
+  }
+  const char* data = static_cast<const char*>(tf.TF_TensorData(t));
+  if (dtype == TF_STRING) {
+    auto* s = reinterpret_cast<const TF_TString*>(data);
+    for (size_t i = 0; i < count; ++i)
+      w->Bytes(8, std::string_view(TF_TString_GetDataPointer(&s[i]), TF_TString_GetSize(&s[i])));
+  } else if (size_t bytes = tf.TF_TensorByteSize(t)) {
+    w->Bytes(4, std::string_view(data, bytes));  // little-endian on x86, as tfrec serve sends
+  }
+}
+
+static int64_t ThreadCpuNs() {
+  timespec t;
+  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t);
+  return t.tv_sec * 1000000000LL + t.tv_nsec;
+}
+
+struct Server {
+  static constexpr int64_t kMaxElements = 1 << 24;  // per input tensor, as tfrec serve
+  Model model;
+  // Signatures refused with UNIMPLEMENTED (--skip-signature; tfrec serve --native skips
+  // item_text: TF Text's trimmer kernel, built with its own protobuf copy, intermittently
+  // aborted this process ("key not found: N") on an item_text call of a MiniLM model).
+  std::vector<std::string> skipped;
+  // Printed at shutdown: the CPU of the Predict handlers (parse, TF, encode) and of
+  // TF_SessionRun alone, in the threads that ran them (all of TF's with --inter-op-threads -1).
+  mutable std::atomic<int64_t> calls{0}, handler_cpu_ns{0}, tf_cpu_ns{0};
+  int64_t max_batch = 1024;
+  size_t max_answer_bytes = 16 << 20;
+
+  // RESOURCE_EXHAUSTED before computing when rows x k results could exceed the send limit (as
+  // tfrec serve); k out of range is left to the graph's own message.
+  void CheckAnswerSize(const std::map<std::string, InputTensor>& inputs, int64_t rows) const {
+    auto k = inputs.find("k");
+    if (k == inputs.end() || model.bytes_per_result == 0 || k->second.dtype != TF_INT32) return;
+    std::vector<int64_t> values = k->second.ints;
+    const std::string_view content = k->second.content;
+    for (size_t i = 0; i + 4 <= content.size(); i += 4) {
+      int32_t v;
+      memcpy(&v, content.data() + i, 4);
+      values.push_back(v);
+    }
+    int64_t k_max = 0;
+    for (int64_t v : values) {
+      if (static_cast<int32_t>(v) < 1 || v > model.num_items) return;
+      k_max = std::max(k_max, v);
+    }
+    double size = static_cast<double>(rows) * k_max * model.bytes_per_result;
+    if (k_max == 0 || size <= static_cast<double>(max_answer_bytes)) return;
+    char text[300];
+    snprintf(text, sizeof text, "the answer to %lld rows x k=%lld could take %.1f MB, above "
+             "this server's message limit of %g MB (tfrec serve --max-message-mb): ask for "
+             "fewer rows or a smaller k", static_cast<long long>(rows),
+             static_cast<long long>(k_max), size / (1 << 20),
+             static_cast<double>(max_answer_bytes) / (1 << 20));
+    throw RpcError{grpc::StatusCode::RESOURCE_EXHAUSTED, text};
+  }
+
+  [[noreturn]] void TooManyRows(int64_t rows) const {
+    Invalid("batch of " + std::to_string(rows) + " rows is above this server's limit of " +
+            std::to_string(max_batch) + " (tfrec serve --max-batch)");
+  }
+
+  // PredictRequest {1 model_spec {1 name, 2 version {1 value}, 3 signature_name,
+  // 4 version_label}, 2 inputs map<string, TensorProto>, 3 output_filter} -> PredictResponse
+  // {1 outputs map<string, TensorProto>, 2 model_spec {1 name, 2 version, 3 signature_name}}.
+  std::string Predict(std::string_view bytes) const {
+    wire::Reader request(bytes.data(), bytes.size());
+    std::string model_name, signature_name = "serving_default", label;
+    bool has_version = false;
+    int64_t version = 0;
+    std::map<std::string, InputTensor> inputs;
+    std::vector<std::string> filter;
+    while (request.Next()) {
+      if (request.field == 1) {
+        wire::Reader spec = request.Message();
+        while (spec.Next()) {
+          if (spec.field == 1) model_name = spec.String();
+          else if (spec.field == 3 && !spec.Bytes().empty()) signature_name = spec.String();
+          else if (spec.field == 4) label = spec.String();
+          else if (spec.field == 2) {
+            has_version = true;
+            wire::Reader v = spec.Message();
+            while (v.Next()) if (v.field == 1) version = static_cast<int64_t>(v.value);
+          }
+        }
+      } else if (request.field == 2) {
+        wire::Reader entry = request.Message();
+        std::string key;
+        InputTensor value;
+        while (entry.Next()) {
+          if (entry.field == 1) key = entry.String();
+          else if (entry.field == 2) value = ParseTensor(entry.Message());
+        }
+        inputs[key] = std::move(value);
+      } else if (request.field == 3) {
+        filter.push_back(request.String());
+      }
+    }
+    if (!request.ok()) Invalid("the request is not a valid PredictRequest");
+    if (model_name != model.name)
+      throw RpcError{grpc::StatusCode::NOT_FOUND, "model '" + model_name +
+                     "' is not served here (this server serves '" + model.name + "')"};
+    if (!label.empty())
+      Invalid("Unrecognized servable version label: " + label + " (tfrec serve has no version "
+              "labels; give a version number or none for the latest)");
+    if (has_version && version != model.version)
+      throw RpcError{grpc::StatusCode::NOT_FOUND, "version " + std::to_string(version) +
+                     " of model '" + model.name + "' is not available (serving " +
+                     std::to_string(model.version) + ")"};
+    auto found = model.signatures.find(signature_name);
+    if (found == model.signatures.end()) {
+      std::string names;
+      for (auto& [n, s] : model.signatures) names += (names.empty() ? "" : ", ") + n;
+      Invalid("signature '" + signature_name + "' not found in model '" + model.name +
+              "' version " + std::to_string(model.version) + "; it has: " + names);
+    }
+    const Signature& sig = found->second;
+    if (std::find(skipped.begin(), skipped.end(), sig.name) != skipped.end())
+      throw RpcError{grpc::StatusCode::UNIMPLEMENTED,
+                     "signature '" + sig.name + "' is not served by tfrec-native-serve; ask "
+                     "tfrec serve (without --native)"};
+
+    // Inputs: names, dtypes, shapes, batch sizes (as tfrec serve checks them).
+    std::vector<std::string> problems;
+    for (auto& spec : sig.inputs)
+      if (!inputs.count(spec.name)) problems.push_back("missing input '" + spec.name + "'");
+    for (auto& [n, t] : inputs) {
+      bool known = false;
+      for (auto& spec : sig.inputs) known = known || spec.name == n;
+      if (!known) problems.push_back("unexpected input '" + n + "'");
+    }
+    if (!problems.empty()) {
+      std::string names, text;
+      for (auto& spec : sig.inputs) names += (names.empty() ? "" : ", ") + spec.name;
+      for (auto& p : problems) text += (text.empty() ? "" : "; ") + p;
+      Invalid("signature '" + sig.name + "' takes inputs " + names + ": " + text);
+    }
+    std::vector<TF_Output> feeds;
+    std::vector<TensorPtr> owned;
+    std::vector<TF_Tensor*> values;
+    int64_t batch = -1;
+    std::string batch_input;
+    for (auto& spec : sig.inputs) {
+      const InputTensor& in = inputs.at(spec.name);
+      if (in.dtype != spec.dtype)
+        Invalid("input '" + spec.name + "' must be " + DtypeName(spec.dtype) + ", got " +
+                DtypeName(in.dtype));
+      bool batched = !spec.unknown_rank && !spec.shape.empty() && spec.shape[0] == -1;
+      if (batched && !in.shape.empty() && in.shape[0] > max_batch) TooManyRows(in.shape[0]);
+      size_t count = 1;
+      bool huge = false;
+      for (int64_t d : in.shape) {
+        huge = huge || d < 0 || d > kMaxElements;
+        if (!huge) count *= static_cast<size_t>(d);
+        huge = huge || count > static_cast<size_t>(kMaxElements);
+      }
+      if (huge) Invalid("input '" + spec.name + "' declares shape " + ShapeText(in.shape) +
+                        ", which is negative or above " + std::to_string(kMaxElements) +
+                        " values");
+      if (!spec.unknown_rank) {
+        bool fits = in.shape.size() == spec.shape.size();
+        for (size_t d = 0; fits && d < in.shape.size(); ++d)
+          fits = spec.shape[d] == -1 || spec.shape[d] == in.shape[d];
+        if (!fits) Invalid("input '" + spec.name + "' must have shape " + ShapeText(spec.shape) +
+                           ", got " + ShapeText(in.shape));
+      }
+      if (batched) {
+        if (batch < 0) batch = in.shape[0], batch_input = spec.name;
+        else if (in.shape[0] != batch)
+          Invalid("inputs '" + batch_input + "' and '" + spec.name + "' have different batch "
+                  "sizes (" + std::to_string(batch) + " and " + std::to_string(in.shape[0]) + ")");
+      }
+      owned.emplace_back(ToTensor(spec.name, in, count));
+      feeds.push_back(spec.output);
+      values.push_back(owned.back().get());
+    }
+    if (batch == 0) Invalid("empty batch: input '" + batch_input + "' has 0 rows");
+    CheckAnswerSize(inputs, batch < 0 ? 1 : batch);
+
+    // Outputs: all, or output_filter's (in its order, without repeats).
+    std::vector<const TensorSpec*> wanted;
+    if (filter.empty()) {
+      for (auto& spec : sig.outputs) wanted.push_back(&spec);
+    } else {
+      for (auto& n : filter) {
+        const TensorSpec* spec = nullptr;
+        for (auto& s : sig.outputs) if (s.name == n) spec = &s;
+        if (spec == nullptr) {
+          std::string names;
+          for (auto& s : sig.outputs) names += (names.empty() ? "" : ", ") + s.name;
+          Invalid("output_filter names '" + n + "', which signature '" + sig.name +
+                  "' does not output (it has: " + names + ")");
+        }
+        bool seen = false;
+        for (auto* w : wanted) seen = seen || w == spec;
+        if (!seen) wanted.push_back(spec);
+      }
+    }
+    std::vector<TF_Output> fetches;
+    for (auto* spec : wanted) fetches.push_back(spec->output);
+    std::vector<TF_Tensor*> results(fetches.size(), nullptr);
+    Status status;
+    int64_t tf_start = ThreadCpuNs();
+    tf.TF_SessionRun(model.session, nullptr, feeds.data(), values.data(),
+                     static_cast<int>(feeds.size()), fetches.data(), results.data(),
+                     static_cast<int>(fetches.size()), nullptr, 0, nullptr, status.s);
+    tf_cpu_ns += ThreadCpuNs() - tf_start;
+    if (!status.ok()) {
+      int code = tf.TF_GetCode(status.s);  // TF and gRPC share the numbering
+      throw RpcError{code > 0 && code <= 16 ? static_cast<grpc::StatusCode>(code)
+                                            : grpc::StatusCode::INTERNAL,
+                     GraphMessage(status.message())};
+    }
+    std::vector<TensorPtr> outputs;
+    for (auto* t : results) outputs.emplace_back(t);
+
+    wire::Writer response;
+    for (size_t i = 0; i < wanted.size(); ++i) {
+      wire::Writer entry, tensor;
+      entry.Bytes(1, wanted[i]->name);
+      WriteTensor(&tensor, outputs[i].get());
+      entry.Message(2, tensor);
+      response.Message(1, entry);
+    }
+    wire::Writer spec, version_value;
+    spec.Bytes(1, model.name);
+    version_value.Varint(1, static_cast<uint64_t>(model.version));
+    spec.Message(2, version_value);
+    spec.Bytes(3, signature_name);
+    response.Message(2, spec);
+    // Another model (or an answer CheckAnswerSize could not bound): refused after computing.
+    if (response.bytes.size() > max_answer_bytes)
+      throw RpcError{grpc::StatusCode::RESOURCE_EXHAUSTED,
+                     "the answer takes " + std::to_string(response.bytes.size() >> 20) +
+                     " MB, above this server's message limit of " +
+                     std::to_string(max_answer_bytes >> 20) + " MB (--max-message-mb): ask "
+                     "for fewer rows or a smaller k"};
+    return std::move(response.bytes);
+  }
+};
+
+// === gRPC: one generic callback reactor per call ===
+
+static const char* const kPredict = "/tensorflow.serving.PredictionService/Predict";
+
+class Call : public grpc::ServerGenericBidiReactor {
+ public:
+  Call(grpc::GenericCallbackServerContext* context, const Server* server)
+      : context_(context), server_(server) {
+    StartRead(&request_);
+  }
+
+  void OnReadDone(bool ok) override {
+    if (!ok) {
+      Finish(grpc::Status(grpc::StatusCode::INTERNAL, "no request message"));
+      return;
+    }
+    if (context_->method() != kPredict) {
+      Finish(grpc::Status(grpc::StatusCode::UNIMPLEMENTED,
+                          context_->method() + " is not implemented by tfrec-native-serve; use "
+                          "Predict (or tfrec serve)"));
+      return;
+    }
+    grpc::Slice slice;
+    if (!request_.DumpToSingleSlice(&slice).ok()) {
+      Finish(grpc::Status(grpc::StatusCode::INTERNAL, "cannot read the request"));
+      return;
+    }
+    int64_t start = ThreadCpuNs();
+    struct Count {  // on every way out of this block
+      const Server* server;
+      int64_t start;
+      ~Count() { server->calls++, server->handler_cpu_ns += ThreadCpuNs() - start; }
+    } count{server_, start};
+    try {
+      std::string answer = server_->Predict(
+          std::string_view(reinterpret_cast<const char*>(slice.begin()), slice.size()));
+      grpc::Slice out(std::move(answer));
+      response_ = grpc::ByteBuffer(&out, 1);
+      StartWriteAndFinish(&response_, grpc::WriteOptions(), grpc::Status::OK);
+    } catch (const RpcError& e) {
+      Finish(grpc::Status(e.code, e.message));
+    } catch (const std::exception& e) {
+      Finish(grpc::Status(grpc::StatusCode::INTERNAL, std::string("internal error: ") + e.what()));
+    }
+  }
+
+  void OnDone() override { delete this; }
+
+ private:
+  grpc::GenericCallbackServerContext* context_;
+  const Server* server_;
+  grpc::ByteBuffer request_, response_;
+};
+
+class Service : public grpc::CallbackGenericService {
+ public:
+  explicit Service(const Server* server) : server_(server) {}
+  grpc::ServerGenericBidiReactor* CreateReactor(
+      grpc::GenericCallbackServerContext* context) override {
+    return new Call(context, server_);
+  }
+
+ private:
+  const Server* server_;
+};
+
+// === main ===
+
+static void Usage() {
+  fprintf(stderr,
+          "usage: tfrec-native-serve (--model-base BASE | --model-dir DIR) --tf-lib "
+          "PATH/libtensorflow_cc.so.2 [--model-name NAME] [--host H] [--port P] "
+          "[--max-batch N] [--max-message-mb MB] [--intra-op-threads N (default 1; 0: TF "
+          "picks)] [--inter-op-threads N (default -1: ops run in the calling thread; 0: TF "
+          "picks)] [--session-config-hex HEX (more of a serialized ConfigProto)] "
+          "[--op-library PATH.so]... [--skip-signature NAME]...\n");
+  exit(2);
+}
+
+int main(int argc, char** argv) {
+  // SIGTERM / SIGINT are taken by sigwait at the end: blocked before any thread starts.
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGTERM);
+  sigaddset(&signals, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+  std::string base, dir, name, host = "127.0.0.1", tf_lib, session_config;
+  // TF threads: measured best on 2 cores with 8 concurrent clients (README): each request's
+  // ops run in the gRPC thread that received it, one thread per op.
+  int port = 8500, max_message_mb = 16, intra_op = 1, inter_op = -1;
+  int64_t max_batch = 1024;
+  std::vector<std::string> op_libraries, skipped;
+  for (int i = 1; i < argc; ++i) {
+    std::string arg = argv[i];
+    if (i + 1 >= argc) Usage();
+    std::string value = argv[++i];
+    if (arg == "--model-base") base = value;
+    else if (arg == "--model-dir") dir = value;
+    else if (arg == "--model-name") name = value;
+    else if (arg == "--host") host = value;
+    else if (arg == "--port") port = atoi(value.c_str());
+    else if (arg == "--max-batch") max_batch = atoll(value.c_str());
+    else if (arg == "--max-message-mb") max_message_mb = atoi(value.c_str());
+    else if (arg == "--tf-lib") tf_lib = value;
+    else if (arg == "--intra-op-threads") intra_op = atoi(value.c_str());
+    else if (arg == "--inter-op-threads") inter_op = atoi(value.c_str());
+    else if (arg == "--session-config-hex") {  // e.g. from ConfigProto(...).SerializeToString()
+      for (size_t j = 0; j + 1 < value.size(); j += 2)
+        session_config.push_back(static_cast<char>(std::stoi(value.substr(j, 2), nullptr, 16)));
+    }
+    else if (arg == "--op-library") op_libraries.push_back(value);
+    else if (arg == "--skip-signature") skipped.push_back(value);
+    else Usage();
+  }
+  if ((base.empty() == dir.empty()) || tf_lib.empty()) Usage();
+  tf.Load(tf_lib);
+  for (auto& library : op_libraries) {
+    Status status;
+    tf.TF_LoadLibrary(library.c_str(), status.s);  // registers its ops (kept loaded)
+    if (!status.ok()) TfApi::Die("cannot load op library " + library + ": " + status.message());
+  }
+
+  Server server;
+  server.max_batch = max_batch;
+  server.skipped = skipped;
+  server.max_answer_bytes = static_cast<size_t>(max_message_mb) << 20;
+  int64_t version = -1;
+  if (!base.empty()) {
+    for (auto& entry : fs::directory_iterator(base)) {
+      std::string n = entry.path().filename();
+      if (!n.empty() && n.find_first_not_of("0123456789") == std::string::npos)
+        version = std::max<int64_t>(version, atoll(n.c_str()));
+    }
+    if (version < 0) TfApi::Die("no numbered version under " + base);
+    dir = (fs::path(base) / std::to_string(version)).string();
+  } else {
+    std::string n = fs::path(dir).lexically_normal().filename();
+    if (n.empty()) n = fs::path(dir).lexically_normal().parent_path().filename();
+    version = atoll(n.c_str());
+    base = fs::path(dir).lexically_normal().parent_path();
+  }
+  server.model.version = version;
+  server.model.name = !name.empty() ? name
+                                    : fs::weakly_canonical(base).filename().string();
+  LoadModel(dir, intra_op, inter_op, session_config, &server.model);
+
+  Service service(&server);
+  grpc::ServerBuilder builder;
+  int bound = 0;
+  builder.AddListeningPort(host + ":" + std::to_string(port), grpc::InsecureServerCredentials(),
+                           &bound);
+  builder.SetMaxReceiveMessageSize(max_message_mb << 20);
+  builder.SetMaxSendMessageSize(max_message_mb << 20);
+  builder.RegisterCallbackGenericService(&service);
+  std::unique_ptr<grpc::Server> grpc_server = builder.BuildAndStart();
+  if (!grpc_server || bound == 0)
+    TfApi::Die("cannot listen on " + host + ":" + std::to_string(port));
+  printf("tfrec-native-serve: model '%s' version %lld on %s:%d (pid %d)\n",
+         server.model.name.c_str(), static_cast<long long>(version), host.c_str(), bound,
+         getpid());
+  fflush(stdout);
+
+  // SIGTERM / SIGINT: stop accepting, let running calls finish (5 s at most), exit 0.
+  int received = 0;
+  sigwait(&signals, &received);
+  grpc_server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(5));
+  int64_t calls = std::max<int64_t>(server.calls, 1);
+  printf("tfrec-native-serve: served %lld Predict calls; CPU per call: handler %.3f ms, of "
+         "which TF_SessionRun %.3f ms\n", static_cast<long long>(server.calls.load()),
+         server.handler_cpu_ns / 1e6 / calls, server.tf_cpu_ns / 1e6 / calls);
+  fflush(stdout);
+  return 0;
+}

@@ -1,0 +1,69 @@
+"""`tfrec serve --native`: the C++ front end of serving/native (built by `make native`).
+
+It answers PredictionService/Predict for the newest version under the model base, with the
+same answers, status codes and messages as `tfrec serve` (tests/test_native_serving.py
+compares them), through TensorFlow's C API of the pip wheel. TF Text's op libraries are
+loaded (a SavedModel with text ops does not load without them), but item_text is answered
+UNIMPLEMENTED ("ask tfrec serve"): with a MiniLM model, TF Text's trimmer kernel (built with
+its own protobuf copy) intermittently aborted the process at its first call ("key not found:
+N"; making TF's framework library global to match Python crashed at load). It does not (yet)
+do: hot swap (it serves the version found at start),
+REST, metrics, access log, server-side batching, warm-up replay, --workers, or
+GetModelMetadata / GetModelStatus (UNIMPLEMENTED: ask `tfrec serve`). It has no
+contract_checks of its own: an unknown id, k out of range or an empty history row is refused
+by the graph (same code and words); so a request that is both oversized and bad gets
+RESOURCE_EXHAUSTED here where tfrec serve says INVALID_ARGUMENT.
+"""
+
+import importlib.util
+import os
+from pathlib import Path
+
+from tfrec.errors import TfrecError
+
+ENV_BINARY = "TFREC_NATIVE_SERVE"  # overrides the built binary's path
+SKIPPED_SIGNATURES = ("item_text",)  # answered UNIMPLEMENTED (see above)
+
+
+def binary() -> Path:
+    """The built tfrec-native-serve (build/native/ of this checkout, or $TFREC_NATIVE_SERVE)."""
+    return Path(os.environ.get(ENV_BINARY) or
+                Path(__file__).resolve().parents[2] / "build" / "native" / "tfrec-native-serve")
+
+
+def _package_dir(name: str) -> Path | None:
+    spec = importlib.util.find_spec(name)
+    return Path(spec.origin).parent if spec and spec.origin else None
+
+
+def tf_library() -> Path:
+    """The pip wheel's libtensorflow_cc.so.2 (the C API), found without importing TF."""
+    package = _package_dir("tensorflow")
+    if package is None or not (package / "libtensorflow_cc.so.2").is_file():
+        raise TfrecError("tensorflow's libtensorflow_cc.so.2 is not installed")
+    return package / "libtensorflow_cc.so.2"
+
+
+def op_libraries() -> list[Path]:
+    """TF Text's op libraries (item_text signatures tokenise in-graph), if installed."""
+    package = _package_dir("tensorflow_text")
+    return sorted((package / "python" / "ops").glob("_*.so")) if package else []
+
+
+def command(model_base: Path | str, model_name: str | None = None, host: str = "127.0.0.1",
+            port: int = 8500, max_batch: int = 1024, max_message_mb: int = 16) -> list[str]:
+    """The command line that starts tfrec-native-serve (TfrecError if it is not built)."""
+    path = binary()
+    if not path.is_file():
+        raise TfrecError(f"{path} is not built: run `make native` (needs g++ and Debian's "
+                         "libgrpc++-dev), or serve without --native")
+    line = [str(path), "--model-base", str(model_base), "--tf-lib", str(tf_library()),
+            "--host", host, "--port", str(port), "--max-batch", str(max_batch),
+            "--max-message-mb", str(max_message_mb)]
+    if model_name:
+        line += ["--model-name", model_name]
+    for library in op_libraries():
+        line += ["--op-library", str(library)]
+    for name in SKIPPED_SIGNATURES:
+        line += ["--skip-signature", name]
+    return line
