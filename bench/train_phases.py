@@ -11,8 +11,9 @@ phase's own time, the phases it calls excluded):
   first call its first run: graph optimisation (Grappler), instantiation and one step
   steps      every later step; validate, checkpoint, refresh text   per epoch (epoch 0 too)
   prior, blend, evaluate   after training; "other" is the rest of `train()`.
-Then the clock at the end of each epoch's validation, the first call's cost above a later
-step, and the machine load (`uptime`).
+Each phase in wall and process CPU seconds (all threads; steadier than wall time on a shared
+machine); the log lines with their clock; the first call's cost above a later step, and the
+machine load (`uptime`).
 """
 
 import argparse
@@ -24,21 +25,28 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
+
 ROOT = Path(__file__).resolve().parent.parent
-SPENT: dict[str, float] = collections.defaultdict(float)
+SPENT: dict[str, np.ndarray] = collections.defaultdict(lambda: np.zeros(2))  # wall, CPU
 CALLS: dict[str, int] = collections.defaultdict(int)
-_STACK: list[float] = []  # seconds spent in the phases called by each running phase
+_STACK: list[np.ndarray] = []  # (wall, CPU) seconds of the phases called by each running one
+
+
+def _now() -> np.ndarray:
+    return np.array([time.perf_counter(), time.process_time()])
 
 
 def timed(name: str, fn):
-    """`fn` adding its own time (nested phases excluded) to SPENT[name]."""
+    """`fn` adding its own wall and process CPU seconds (nested phases excluded) to
+    SPENT[name]."""
     def wrapper(*args, **kwargs):
-        _STACK.append(0.0)
-        start = time.perf_counter()
+        _STACK.append(np.zeros(2))
+        start = _now()
         try:
             return fn(*args, **kwargs)
         finally:
-            total = time.perf_counter() - start
+            total = _now() - start
             SPENT[name] += total - _STACK.pop()
             CALLS[name] += 1
             if _STACK:
@@ -120,25 +128,25 @@ def main() -> int:
     if args.epochs:
         config = dataclasses.replace(config, train=dataclasses.replace(
             config.train, epochs=args.epochs))
-    lines, start = [], time.perf_counter()
+    start = _now()
 
     def log(line):
-        lines.append((time.perf_counter() - start, line))
-        print(f"  {time.perf_counter() - start:7.1f}s  {line}", flush=True)
+        print(f"  {time.perf_counter() - start[0]:7.1f}s  {line}", flush=True)
 
     train(args.schema, config, args.run_dir, progress=False, log=log,
           warm_start=args.warm_start)
-    total = time.perf_counter() - start
-    print(f"\n{'phase':<16}{'seconds':>9}{'calls':>7}")
-    for phase, seconds in SPENT.items():
-        print(f"{phase:<16}{seconds:>9.2f}{CALLS[phase]:>7}")
-    print(f"{'other':<16}{total - sum(SPENT.values()):>9.2f}")
-    print(f"{'train()':<16}{total:>9.2f}")
-    steps = CALLS["steps"]
-    if steps:
-        mean = SPENT["steps"] / steps
-        print(f"later step mean {mean:.3f} s; trace + first call above one step "
-              f"{SPENT['trace'] + SPENT['first call'] - mean:.2f} s")
+    total = _now() - start
+    print(f"\n{'phase':<16}{'wall s':>9}{'CPU s':>9}{'calls':>7}")
+    for phase, (wall, cpu) in SPENT.items():
+        print(f"{phase:<16}{wall:>9.2f}{cpu:>9.2f}{CALLS[phase]:>7}")
+    other = total - sum(SPENT.values())
+    print(f"{'other':<16}{other[0]:>9.2f}{other[1]:>9.2f}")
+    print(f"{'train()':<16}{total[0]:>9.2f}{total[1]:>9.2f}")
+    if CALLS["steps"]:
+        mean = SPENT["steps"] / CALLS["steps"]
+        above = SPENT["trace"] + SPENT["first call"] - mean
+        print(f"later step mean {mean[0]:.3f} s (CPU {mean[1]:.3f} s); trace + first call "
+              f"above one step {above[0]:.2f} s (CPU {above[1]:.2f} s)")
     print(f"uptime: {os.popen('uptime').read().strip()}")
     return 0
 
