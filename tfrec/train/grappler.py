@@ -12,7 +12,7 @@ import tensorflow as tf
 from tensorflow.core.protobuf import config_pb2, rewriter_config_pb2
 from tensorflow.python.eager import context
 
-_OFF = rewriter_config_pb2.RewriterConfig
+_REWRITER = rewriter_config_pb2.RewriterConfig
 
 
 def lean_options() -> context.FunctionCallOptions:
@@ -21,9 +21,9 @@ def lean_options() -> context.FunctionCallOptions:
     config = config_pb2.ConfigProto.FromString(
         context.context().function_call_options.config_proto_serialized)
     rewrite = config.graph_options.rewrite_options
-    rewrite.memory_optimization = _OFF.NO_MEM_OPT
-    rewrite.layout_optimizer = _OFF.OFF
-    rewrite.meta_optimizer_iterations = _OFF.ONE
+    rewrite.memory_optimization = _REWRITER.NO_MEM_OPT
+    rewrite.layout_optimizer = _REWRITER.OFF
+    rewrite.meta_optimizer_iterations = _REWRITER.ONE
     return context.FunctionCallOptions(config_proto=config)
 
 
