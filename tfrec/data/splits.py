@@ -111,21 +111,30 @@ def _from_files(data: GraphData, keys: np.ndarray, split_dir: str) -> np.ndarray
         table = read_table(path, str(path))
         users = table.column("user_id", "the user ids of the split")
         items = table.column("item_id", "the item ids of the split")
-        for row, (u, i) in enumerate(zip(users, items)):
-            where = f"{path}, line {table.line(row)}"
-            if u not in index[schema.user_set]:
-                raise TfrecError(f"{where}: user_id {u!r} is not a user of the data")
-            if i not in index[schema.item_set]:
-                raise TfrecError(f"{where}: item_id {i!r} is not an item of the data")
-            key = index[schema.user_set][u] * n_items + index[schema.item_set][i]
-            p = np.searchsorted(keys, key)
-            if p == len(keys) or keys[p] != key:
-                raise TfrecError(f"{where}: ({u!r}, {i!r}) is not an interaction of the data")
-            if pair_split[p] != DROPPED and pair_split[p] != s:
-                raise TfrecError(f"{where}: ({u!r}, {i!r}) is also in "
-                                 f"{SPLITS[pair_split[p]]}.tsv")
-            pair_split[p] = s
+        u_rows = _rows(index[schema.user_set], users, table, path, "user_id", "a user")
+        i_rows = _rows(index[schema.item_set], items, table, path, "item_id", "an item")
+        key = u_rows * n_items + i_rows
+        p = np.searchsorted(keys, key)
+        found = p < len(keys)
+        found[found] = keys[p[found]] == key[found]
+        for row in np.flatnonzero(~found)[:1]:
+            raise TfrecError(f"{path}, line {table.line(row)}: ({users[row]!r}, {items[row]!r}) "
+                             "is not an interaction of the data")
+        for row in np.flatnonzero((pair_split[p] != DROPPED) & (pair_split[p] != s))[:1]:
+            raise TfrecError(f"{path}, line {table.line(row)}: ({users[row]!r}, {items[row]!r}) "
+                             f"is also in {SPLITS[pair_split[p[row]]]}.tsv")
+        pair_split[p] = s
     return pair_split
+
+
+def _rows(index: dict, ids: list[str], table, path: Path, column: str, what: str) -> np.ndarray:
+    """[R] int64 rows of `ids` in `index`; a TfrecError naming the first line whose id is not
+    there."""
+    rows = np.fromiter((index.get(i, -1) for i in ids), np.int64, len(ids))
+    for row in np.flatnonzero(rows < 0)[:1]:
+        raise TfrecError(f"{path}, line {table.line(row)}: {column} {ids[row]!r} is not "
+                         f"{what} of the data")
+    return rows
 
 
 def _cold_pairs(items: np.ndarray, config: SplitConfig) -> np.ndarray:

@@ -32,6 +32,7 @@ from tfrec.heads.retrieval import RetrievalHead
 from tfrec.model.inputs import edgeless
 from tfrec.model.recommender import Embeddings, GraphRecommender, resolved
 from tfrec.train import distribute
+from tfrec.train.grappler import lean
 from tfrec.train.inference import SampledEmbedder, by_size
 from tfrec.train.optimizers import LazyAdam
 from tfrec.train.prepare import Prepared
@@ -512,8 +513,10 @@ class Trainer:
             s = self._signature(self.batches.batch)
             signature = [s[k] for k in ("graph", "u_rows", "i_rows", "labels", "fresh",
                                         "candidates", "item_rows")]
-        return tf.function(step, jit_compile=t.xla, input_signature=signature,
-                           autograph=False)
+        # optimised without the Grappler passes that cost the first call seconds on CPU
+        # and buy nothing there (tfrec.train.grappler)
+        return lean(tf.function(step, jit_compile=t.xla, input_signature=signature,
+                                autograph=False))
 
     def fit(self) -> tuple[Trained, FitReport]:
         """Trains until train.epochs or early stopping; returns the best epoch's model."""

@@ -62,6 +62,7 @@ def neighbours(targets: np.ndarray, trained: np.ndarray, text: np.ndarray | None
     Returns, per target, the sorted rows of its neighbours (maybe none)."""
     out = []
     rows = np.flatnonzero(trained)
+    candidate_text = None if text is None else text[rows]  # [T, 384], gathered once
     if entities is not None:
         counts = np.asarray(entities.sum(axis=0)).ravel()
         weights = (entities @ sp.diags(1.0 / np.maximum(counts, 1.0))).tocsr()
@@ -69,7 +70,7 @@ def neighbours(targets: np.ndarray, trained: np.ndarray, text: np.ndarray | None
     for r in targets:
         found = []
         if text is not None and text[r].any():
-            found.append(rows[_top(text[rows] @ text[r] + 2.0, k)])  # + 2: every one counts
+            found.append(rows[_top(candidate_text @ text[r] + 2.0, k)])  # + 2: every one counts
         if entities is not None:
             found.append(rows[_top((weights[r] @ candidates).toarray().ravel(), k)])
         out.append(np.unique(np.concatenate(found)) if found else np.zeros(0, np.int64))
