@@ -144,7 +144,8 @@ def exec_native(args: argparse.Namespace) -> int:
         raise TfrecError(f"tfrec serve --native does not support {', '.join(changed)}; leave "
                          "them out or serve without --native.")
     line = native.command(args.model_base, args.model_name, args.host, args.port,
-                          args.max_batch, args.max_message_mb)
+                          args.max_batch, args.max_message_mb, args.poll_seconds,
+                          args.num_versions)
     os.execv(line[0], line)
     return 1  # not reached
 

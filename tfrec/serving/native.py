@@ -51,7 +51,8 @@ def op_libraries() -> list[Path]:
 
 
 def command(model_base: Path | str, model_name: str | None = None, host: str = "127.0.0.1",
-            port: int = 8500, max_batch: int = 1024, max_message_mb: int = 16) -> list[str]:
+            port: int = 8500, max_batch: int = 1024, max_message_mb: int = 16,
+            poll_seconds: float = 1.0, num_versions: int = 1) -> list[str]:
     """The command line that starts tfrec-native-serve (TfrecError if it is not built)."""
     path = binary()
     if not path.is_file():
@@ -59,7 +60,8 @@ def command(model_base: Path | str, model_name: str | None = None, host: str = "
                          "libgrpc++-dev), or serve without --native")
     line = [str(path), "--model-base", str(model_base), "--tf-lib", str(tf_library()),
             "--host", host, "--port", str(port), "--max-batch", str(max_batch),
-            "--max-message-mb", str(max_message_mb)]
+            "--max-message-mb", str(max_message_mb), "--poll-seconds", str(poll_seconds),
+            "--num-versions", str(num_versions)]
     if model_name:
         line += ["--model-name", model_name]
     for library in op_libraries():
