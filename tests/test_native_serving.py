@@ -10,9 +10,11 @@ import dataclasses
 import shutil
 import signal
 import subprocess
+import threading
 import time
 
 import grpc
+import numpy as np
 import pytest
 
 from tfrec.export.synthetic import random_artifacts
@@ -320,6 +322,54 @@ def test_a_new_version_is_found_every_poll_seconds(tmp_path):
         assert time.monotonic() < deadline, "version 2 was not served within 60 s"
         time.sleep(0.05)
     stop_native(process, channel)
+
+
+def test_hot_swap_under_concurrent_load(tmp_path):
+    """test_serving_hotswap's test on tfrec-native-serve: 4 clients ask while version 2
+    replaces version 1; every answer is its version's, none fails, none goes back to 1."""
+    base, staging = tmp_path / MODEL, tmp_path / "staging"
+    users = [b"u1", b"u2", b"u3", b"u4", b"u5"]
+    expected = {}
+    for version, folder in [(1, base), (2, staging)]:
+        path = export_model(random_artifacts(num_users=6, num_items=9, dim=4, seed=version),
+                            folder, version=version)
+        fn = tf.saved_model.load(str(path)).signatures["serving_default"]
+        expected[version] = fn(user_id=tf.constant(users), k=tf.constant(3))["item_ids"]
+    assert expected[1].numpy().tolist() != expected[2].numpy().tolist()
+    process, channel = start_native(base, poll_seconds=0.1)
+    stop, answers, errors = threading.Event(), [], []
+
+    def client(index):
+        stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+        while not stop.is_set():
+            try:
+                response = stub.Predict(request(user_id=users, k=np.int32(3)), timeout=20)
+            except grpc.RpcError as e:
+                errors.append(e)
+                continue
+            version = response.model_spec.version.value
+            answers.append((index, version, tf.make_ndarray(response.outputs["item_ids"])
+                            .tolist() == expected[version].numpy().tolist()))
+
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    time.sleep(0.5)
+    (staging / "2").rename(base / "2")
+    deadline = time.monotonic() + 60
+    while not any(v == 2 for _, v, _ in answers[-8:]) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.5)
+    stop.set()
+    for t in threads:
+        t.join()
+    stop_native(process, channel)
+    assert errors == [] and all(ok for *_, ok in answers)
+    versions = [v for _, v, _ in answers]
+    assert versions.count(1) > 10 and versions.count(2) > 10
+    for index in range(4):
+        seq = [v for i, v, _ in answers if i == index]
+        assert seq == sorted(seq) and seq[-1] == 2
 
 
 @pytest.mark.slow
