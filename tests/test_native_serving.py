@@ -2,8 +2,11 @@
 
 Both servers serve the same exported model (test_serving_grpc's: 20 users, 50 items, a
 stand-in text encoder); every good request of test_serving_grpc must get the same
-PredictResponse from both, and every bad one the same status code and the piece of message
-that test expects. Skipped when the binary is not built.
+PredictResponse from both, every bad one the same status code and the piece of message that
+test expects, and GetModelMetadata / GetModelStatus the same answers or errors. Versions:
+tfrec serve's ModelStore and tfrec-native-serve go through the same changes of a model base
+(test_serving_store's sequences) and must answer alike after each; a hot swap under
+concurrent clients as test_serving_hotswap's. Skipped when the binary is not built.
 """
 
 import dataclasses

@@ -232,12 +232,14 @@ static std::string FirstLine(const std::string& text) {
   return line;
 }
 
-static std::string VersionList(const Served& served) {
+std::string VersionsText(const Served& served) {
   std::string text;
   for (auto it = served.rbegin(); it != served.rend(); ++it)
     text += (text.empty() ? "" : ", ") + std::to_string(it->first);
-  return "[" + text + "]";
+  return text;
 }
+
+static std::string VersionList(const Served& served) { return "[" + VersionsText(served) + "]"; }
 
 void ModelStore::LoadInitial() {
   if (!fs::is_directory(base_)) TfApi::Die("model base " + base_ + " is not a folder.");

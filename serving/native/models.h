@@ -119,6 +119,8 @@ struct VersionStatus {
 
 using Served = std::map<int64_t, std::shared_ptr<const Model>>;
 
+std::string VersionsText(const Served& served);  // "3, 2": newest first
+
 // The newest `num_versions` versions under `base` (integer-named folders holding a
 // saved_model.pb; dot folders of an export in progress are not versions). Poll() builds a new
 // served set (kept versions, new ones loaded) and swaps it in with one pointer assignment:

@@ -267,13 +267,6 @@ static void WriteSpec(wire::Writer* w, const std::string& name, int64_t version)
   w->Message(1, spec);
 }
 
-static std::string VersionsText(const Served& served) {
-  std::string text;
-  for (auto it = served.rbegin(); it != served.rend(); ++it)
-    text += (text.empty() ? "" : ", ") + std::to_string(it->first);
-  return text;
-}
-
 struct Server {
   static constexpr int64_t kMaxElements = 1 << 24;  // per input tensor, as tfrec serve
   ModelStore* store = nullptr;
