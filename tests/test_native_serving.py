@@ -2,24 +2,38 @@
 
 Both servers serve the same exported model (test_serving_grpc's: 20 users, 50 items, a
 stand-in text encoder); every good request of test_serving_grpc must get the same
-PredictResponse from both, and every bad one the same status code and the piece of message
-that test expects. Skipped when the binary is not built.
+PredictResponse from both, every bad one the same status code and the piece of message that
+test expects, and GetModelMetadata / GetModelStatus the same answers or errors. Versions:
+tfrec serve's ModelStore and tfrec-native-serve go through the same changes of a model base
+(test_serving_store's sequences) and must answer alike after each; a hot swap under
+concurrent clients as test_serving_hotswap's. Skipped when the binary is not built.
 """
 
 import dataclasses
+import shutil
+import signal
 import subprocess
+import threading
+import time
 
 import grpc
+import numpy as np
 import pytest
 
 from tfrec.export.synthetic import random_artifacts
 from tfrec.export.versions import export_model
 from tfrec.serving import native
+from tfrec.serving.errors import RequestError
+from tfrec.serving.model_store import ModelStore
+from tfrec.serving.predict_service import model_metadata, model_status, predict_on, resolve
 from tfrec.serving.server import ModelServer, ServeConfig
 from tfrec.tf_setup import import_tf
 
 from tensorflow_serving.apis import (  # noqa: E402  (after tfrec: Keras 2 first)
+    classification_pb2,
     get_model_metadata_pb2,
+    get_model_status_pb2,
+    model_service_pb2_grpc,
     prediction_service_pb2_grpc,
 )
 
@@ -30,28 +44,68 @@ pytestmark = pytest.mark.skipif(not native.binary().is_file(),
                                 reason=f"{native.binary()} is not built (make native)")
 
 
+def start_native(base, stderr=subprocess.DEVNULL, **options):
+    """(process, channel) of tfrec-native-serve on a free port."""
+    process = subprocess.Popen(native.command(base, port=0, **options), stdout=subprocess.PIPE,
+                               stderr=stderr, text=True)
+    line = process.stdout.readline()  # "tfrec-native-serve: model ... on HOST:PORT (pid N)"
+    assert " on " in line, f"tfrec-native-serve did not start (exit {process.poll()})"
+    return process, grpc.insecure_channel(line.split(" on ")[1].split()[0])
+
+
+def stop_native(process, channel):
+    channel.close()
+    process.terminate()  # SIGTERM: a clean stop
+    assert process.wait(timeout=30) == 0
+
+
 @pytest.fixture(scope="module")
-def stubs(tmp_path_factory):
-    """(native stub, Python stub) on one model base, with the same limits."""
+def channels(tmp_path_factory):
+    """(native channel, Python channel) on one model base, with the same limits."""
     base = tmp_path_factory.mktemp("native") / MODEL
     encoder = tf.function(lambda text: tf.one_hot(tf.strings.to_hash_bucket_fast(text, 8), 8))
     export_model(dataclasses.replace(random_artifacts(num_users=20, num_items=50, dim=8),
                                      text_encoder=encoder), base, version=1)
-    process = subprocess.Popen(
-        native.command(base, port=0, max_batch=MAX_BATCH, max_message_mb=1),
-        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    line = process.stdout.readline()  # "tfrec-native-serve: model ... on HOST:PORT (pid N)"
-    assert " on " in line, f"tfrec-native-serve did not start (exit {process.poll()})"
+    process, native_channel = start_native(base, max_batch=MAX_BATCH, max_message_mb=1,
+                                           poll_seconds=0)
     config = ServeConfig(model_base=base, port=0, poll_seconds=0, max_batch=MAX_BATCH,
                          max_message_mb=1, threads=4)
     with ModelServer(config) as server:
-        channels = [grpc.insecure_channel(line.split(" on ")[1].split()[0]),
-                    grpc.insecure_channel(f"127.0.0.1:{server.port}")]
-        yield tuple(prediction_service_pb2_grpc.PredictionServiceStub(c) for c in channels)
-        for c in channels:
-            c.close()
-    process.terminate()  # SIGTERM: a clean stop
-    assert process.wait(timeout=30) == 0
+        channel = grpc.insecure_channel(f"127.0.0.1:{server.port}")
+        yield native_channel, channel
+        channel.close()
+    stop_native(process, native_channel)
+
+
+@pytest.fixture(scope="module")
+def stubs(channels):
+    """(native stub, Python stub) of PredictionService."""
+    return tuple(prediction_service_pb2_grpc.PredictionServiceStub(c) for c in channels)
+
+
+@pytest.fixture(scope="module")
+def model_stubs(channels):
+    """(native stub, Python stub) of ModelService."""
+    return tuple(model_service_pb2_grpc.ModelServiceStub(c) for c in channels)
+
+
+def answer(call, req):
+    """A gRPC call's answer, or (code name, details) of its error."""
+    try:
+        return unpacked(call(req, timeout=10))
+    except grpc.RpcError as e:
+        return e.code().name, e.details()
+
+
+def unpacked(response):
+    """A GetModelMetadataResponse as (model_spec, type_url, SignatureDefMap): its packed bytes
+    follow each server's map order; other answers as they are."""
+    if not isinstance(response, get_model_metadata_pb2.GetModelMetadataResponse):
+        return response
+    packed = response.metadata["signature_def"]
+    defs = get_model_metadata_pb2.SignatureDefMap()
+    packed.Unpack(defs)
+    return response.model_spec, list(response.metadata), packed.type_url, defs
 
 
 @pytest.mark.parametrize("signature", sorted(set(CASES) - set(native.SKIPPED_SIGNATURES)))
@@ -94,12 +148,231 @@ def test_item_text_is_left_to_tfrec_serve(stubs):
     assert "tfrec serve" in e.value.details()
 
 
-def test_metadata_is_left_to_tfrec_serve(stubs):
-    req = get_model_metadata_pb2.GetModelMetadataRequest(metadata_field=["signature_def"])
+def _metadata(version=None, label=None, name=MODEL, fields=("signature_def",)):
+    req = get_model_metadata_pb2.GetModelMetadataRequest(metadata_field=list(fields))
+    req.model_spec.name = name
+    if version is not None:
+        req.model_spec.version.value = version
+    if label is not None:
+        req.model_spec.version_label = label
+    return req
+
+
+def _status(version=None, label=None, name=MODEL):
+    req = get_model_status_pb2.GetModelStatusRequest()
+    req.model_spec.name = name
+    if version is not None:
+        req.model_spec.version.value = version
+    if label is not None:
+        req.model_spec.version_label = label
+    return req
+
+
+METADATA = {
+    "latest": _metadata(), "version 1": _metadata(1), "version 9": _metadata(9),
+    "label": _metadata(label="stable"), "other model": _metadata(name="films"),
+    "no field": _metadata(fields=()), "unknown field": _metadata(fields=("signature_def", "x")),
+}
+STATUS = {
+    "all": _status(), "version 1": _status(1), "version 9": _status(9),
+    "label": _status(label="stable"), "other model": _status(name="films"),
+}
+
+
+@pytest.mark.parametrize("case", list(METADATA))
+def test_metadata_as_tfrec_serve(stubs, case):
+    got, want = (answer(stub.GetModelMetadata, METADATA[case]) for stub in stubs)
+    assert got == want
+    if case == "latest":  # the SignatureDefs of the MetaGraphDef, as they are
+        assert set(CASES) <= set(got[3].signature_def)
+
+
+@pytest.mark.parametrize("case", list(STATUS))
+def test_status_as_tfrec_serve(model_stubs, case):
+    got, want = (answer(stub.GetModelStatus, STATUS[case]) for stub in model_stubs)
+    assert got == want
+
+
+def test_other_rpcs_are_unimplemented(stubs):
+    req = classification_pb2.ClassificationRequest()
     req.model_spec.name = MODEL
-    with pytest.raises(grpc.RpcError) as e:
-        stubs[0].GetModelMetadata(req, timeout=10)
-    assert e.value.code() == grpc.StatusCode.UNIMPLEMENTED
+    code, details = answer(stubs[0].Classify, req)
+    assert code == "UNIMPLEMENTED" and "tfrec serve" in details
+
+
+def _python(call, *args):
+    """`call(*args)` of tfrec serve's own functions, or (code name, message) of its error."""
+    try:
+        return call(*args)
+    except RequestError as e:
+        return e.code.name, str(e)
+
+
+def _errors_hidden(response):
+    """A GetModelStatusResponse with each load error replaced by "(error)": the words are
+    TensorFlow's, from its C++ loader in one server and from Python in the other."""
+    if isinstance(response, get_model_status_pb2.GetModelStatusResponse):
+        for entry in response.model_version_status:
+            if entry.status.error_message:
+                entry.status.error_message = "(error)"
+    return response
+
+
+def add_version(source, base, version):
+    """A copy of the version folder `source` appears at once as `base/<version>` (rename)."""
+    shutil.copytree(source, base / f".copy-{version}")
+    (base / f".copy-{version}").rename(base / str(version))
+
+
+def _settled(native_side, python_side, timeout=60):
+    """Waits until tfrec-native-serve (polling in its own thread) answers as tfrec serve's
+    ModelStore does after its poll; returns both answers."""
+    deadline = time.monotonic() + timeout
+    while True:
+        got, want = native_side(), python_side()
+        if got == want or time.monotonic() > deadline:
+            return got, want
+        time.sleep(0.05)
+
+
+def test_versions_are_polled_swapped_and_unloaded_as_tfrec_serve(tmp_path):
+    """model_store's sequences (test_serving_store) on both servers: the newest 2 versions,
+    a reused version number, removed folders, a version that fails to load, no version left.
+    tfrec-native-serve polls on SIGHUP (--poll-seconds 0), tfrec serve's ModelStore when told;
+    after each step every answer of both must be the same."""
+    base, spare = tmp_path / MODEL, tmp_path / "spare"
+    for seed, version in [(2, 2), (3, 3)]:
+        export_model(random_artifacts(num_users=6, num_items=9, dim=4, seed=seed), base, version)
+    export_model(random_artifacts(num_users=6, num_items=9, dim=4, seed=30), spare, version=1)
+    add_version(base / "2", base, 1)
+    log = tmp_path / "native.log"
+    with open(log, "w") as stderr:
+        process, channel = start_native(base, stderr=stderr, poll_seconds=0, num_versions=2)
+    predict = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+    status = model_service_pb2_grpc.ModelServiceStub(channel)
+    store = ModelStore(base, MODEL, poll_seconds=0, num_versions=2)
+    store.load_initial()
+    user = dict(user_id=[b"u1", b"u2"], k=CASES["serving_default"]["k"])
+    requests = [request(**user)]
+    for version in (1, 2, 3, 5):
+        requests.append(request(**user))
+        requests[-1].model_spec.version.value = version
+
+    def native_side():
+        return ([answer(predict.Predict, r) for r in requests],
+                _errors_hidden(answer(status.GetModelStatus, _status())),
+                answer(predict.GetModelMetadata, _metadata()))
+
+    def python_side():
+        return ([_python(lambda r: predict_on(resolve(store, r.model_spec), r, MAX_BATCH,
+                                              MODEL), r) for r in requests],
+                _errors_hidden(_python(model_status, store, _status().model_spec)),
+                unpacked(_python(model_metadata, store, _metadata().model_spec,
+                                 ["signature_def"])))
+
+    def step():
+        process.send_signal(signal.SIGHUP)
+        store.poll_once()
+        return _settled(native_side, python_side)
+
+    first, want = _settled(native_side, python_side)
+    assert first == want and [s.version for s in first[1].model_version_status] == [3, 2]
+    assert first[0][1] == ("NOT_FOUND", "version 1 of model 'movies' is not available "
+                                        "(serving 3, 2)")
+    # 3 and 1 removed and 3 exported again between two polls: the new 3 is served.
+    shutil.rmtree(base / "3")
+    shutil.rmtree(base / "1")
+    add_version(spare / "1", base, 3)
+    got, want = step()
+    assert got == want and got[0][0] != first[0][0]  # the new 3's answer
+    # 3 removed: 2 only. A version that fails to load: 2 still served, END with an error.
+    shutil.rmtree(base / "3")
+    got, want = step()
+    assert got == want and [s.version for s in got[1].model_version_status] == [3, 2]
+    (base / ".4").mkdir()
+    (base / ".4" / "saved_model.pb").write_bytes(b"not a SavedModel")
+    (base / ".4").rename(base / "4")
+    got, want = step()
+    assert got == want and got[0][0].model_spec.version.value == 2  # 2 still served
+    (failed, *_) = status.GetModelStatus(_status(), timeout=10).model_version_status
+    assert (failed.version, failed.state, failed.status.error_code) == (
+        4, get_model_status_pb2.ModelVersionStatus.END, 2)
+    assert failed.status.error_message and "\n" not in failed.status.error_message
+    # Every folder gone: nothing served (NOT_FOUND, same words); then version 5 appears.
+    shutil.rmtree(base / "4")
+    shutil.rmtree(base / "2")
+    got, want = step()
+    assert got == want and "no version to serve" in got[0][0][1]
+    add_version(spare / "1", base, 5)
+    got, want = step()
+    assert got == want and got[0][4].model_spec.version.value == 5
+    stop_native(process, channel)
+    failures = [line for line in log.read_text().splitlines() if "failed to load" in line]
+    assert len(failures) == 1 and "version 4 of model movies" in failures[0], failures
+
+
+def test_a_new_version_is_found_every_poll_seconds(tmp_path):
+    """--poll-seconds: a version folder that appears is served without a SIGHUP."""
+    base = tmp_path / MODEL
+    export_model(random_artifacts(num_users=6, num_items=9, dim=4), base, version=1)
+    process, channel = start_native(base, poll_seconds=0.1)
+    stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+    req = request(user_id=[b"u1"], k=CASES["serving_default"]["k"])
+    assert stub.Predict(req, timeout=10).model_spec.version.value == 1
+    add_version(base / "1", base, 2)
+    deadline = time.monotonic() + 60
+    while stub.Predict(req, timeout=10).model_spec.version.value != 2:
+        assert time.monotonic() < deadline, "version 2 was not served within 60 s"
+        time.sleep(0.05)
+    stop_native(process, channel)
+
+
+def test_hot_swap_under_concurrent_load(tmp_path):
+    """test_serving_hotswap's test on tfrec-native-serve: 4 clients ask while version 2
+    replaces version 1; every answer is its version's, none fails, none goes back to 1."""
+    base, staging = tmp_path / MODEL, tmp_path / "staging"
+    users = [b"u1", b"u2", b"u3", b"u4", b"u5"]
+    expected = {}
+    for version, folder in [(1, base), (2, staging)]:
+        path = export_model(random_artifacts(num_users=6, num_items=9, dim=4, seed=version),
+                            folder, version=version)
+        fn = tf.saved_model.load(str(path)).signatures["serving_default"]
+        expected[version] = fn(user_id=tf.constant(users), k=tf.constant(3))["item_ids"]
+    assert expected[1].numpy().tolist() != expected[2].numpy().tolist()
+    process, channel = start_native(base, poll_seconds=0.1)
+    stop, answers, errors = threading.Event(), [], []
+
+    def client(index):
+        stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+        while not stop.is_set():
+            try:
+                response = stub.Predict(request(user_id=users, k=np.int32(3)), timeout=20)
+            except grpc.RpcError as e:
+                errors.append(e)
+                continue
+            version = response.model_spec.version.value
+            answers.append((index, version, tf.make_ndarray(response.outputs["item_ids"])
+                            .tolist() == expected[version].numpy().tolist()))
+
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    time.sleep(0.5)
+    (staging / "2").rename(base / "2")
+    deadline = time.monotonic() + 60
+    while not any(v == 2 for _, v, _ in answers[-8:]) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.5)
+    stop.set()
+    for t in threads:
+        t.join()
+    stop_native(process, channel)
+    assert errors == [] and all(ok for *_, ok in answers)
+    versions = [v for _, v, _ in answers]
+    assert versions.count(1) > 10 and versions.count(2) > 10
+    for index in range(4):
+        seq = [v for i, v, _ in answers if i == index]
+        assert seq == sorted(seq) and seq[-1] == 2
 
 
 @pytest.mark.slow
@@ -114,12 +387,8 @@ def test_model_with_tf_text_ops_loads(tmp_path):
     base = tmp_path / MODEL
     export_model(dataclasses.replace(random_artifacts(num_users=20, num_items=50, dim=8),
                                      text_encoder=encoder), base, version=1)
-    process = subprocess.Popen(native.command(base, port=0), stdout=subprocess.PIPE,
-                               stderr=subprocess.DEVNULL, text=True)
-    line = process.stdout.readline()
-    assert " on " in line, f"tfrec-native-serve did not start (exit {process.poll()})"
-    stub = prediction_service_pb2_grpc.PredictionServiceStub(
-        grpc.insecure_channel(line.split(" on ")[1].split()[0]))
+    process, channel = start_native(base)
+    stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
     req = request(**CASES["serving_default"])
     with ModelServer(ServeConfig(model_base=base, port=0, poll_seconds=0)) as server:
         want = prediction_service_pb2_grpc.PredictionServiceStub(grpc.insecure_channel(
@@ -128,5 +397,4 @@ def test_model_with_tf_text_ops_loads(tmp_path):
     with pytest.raises(grpc.RpcError) as e:
         stub.Predict(request("item_text", **CASES["item_text"]), timeout=60)
     assert e.value.code() == grpc.StatusCode.UNIMPLEMENTED
-    process.terminate()
-    assert process.wait(timeout=30) == 0
+    stop_native(process, channel)

@@ -1,18 +1,18 @@
 // tfrec-native-serve: a small C++ front end answering TF Serving's PredictionService/Predict
-// over gRPC for a tfrec SavedModel (tfrec/export/CONTRACT.md), without Python.
+// and GetModelMetadata and ModelService/GetModelStatus over gRPC for a tfrec SavedModel
+// (tfrec/export/CONTRACT.md), without Python.
 //
 // - TensorFlow: the C API of the pip wheel's libtensorflow_cc.so.2, opened with
 //   dlopen(RTLD_LOCAL | RTLD_DEEPBIND) and called through function pointers, so TF's own
-//   protobuf and absl symbols never meet the system gRPC's.
+//   protobuf and absl symbols never meet the system gRPC's (models.h).
 // - gRPC: the system grpc++ (Debian libgrpc++-dev) through its generic callback API: requests
 //   and answers are raw bytes, and the few PredictRequest / PredictResponse / TensorProto /
 //   MetaGraphDef fields used are read and written by hand in protobuf's wire format (wire.h),
 //   so no protobuf C++ library is linked at all.
 //
-// One model version (the newest under --model-base, or --model-dir), loaded at start; no
-// hot-swap, REST, metrics, batching, GetModelMetadata / GetModelStatus (UNIMPLEMENTED).
+// The newest --num-versions versions under --model-base, polled every --poll-seconds (and on
+// SIGHUP) and swapped as tfrec serve does (models.h); no REST, metrics, batching or warm-up.
 
-#include <dlfcn.h>
 #include <signal.h>
 #include <unistd.h>
 
@@ -32,115 +32,10 @@
 #include <grpcpp/generic/async_generic_service.h>
 #include <grpcpp/grpcpp.h>
 
-#include "tensorflow/c/c_api.h"
+#include "models.h"
 #include "wire.h"
 
 namespace fs = std::filesystem;
-
-// === TensorFlow's C API through dlopen ===
-
-struct TfApi {
-#define TF_FN(name) decltype(&::name) name = nullptr;
-#define TF_FUNCTIONS(X)                                                                     \
-  X(TF_NewStatus) X(TF_DeleteStatus) X(TF_GetCode) X(TF_Message) X(TF_NewGraph)             \
-  X(TF_NewSessionOptions) X(TF_SetConfig) X(TF_NewBuffer) X(TF_DeleteBuffer)                \
-  X(TF_LoadSessionFromSavedModel) X(TF_SessionRun) X(TF_GraphOperationByName)               \
-  X(TF_AllocateTensor) X(TF_DeleteTensor) X(TF_TensorData) X(TF_TensorByteSize)             \
-  X(TF_NumDims) X(TF_Dim) X(TF_TensorType) X(TF_LoadLibrary) X(TF_NewOperation)          \
-  X(TF_AddInput) X(TF_SetAttrType) X(TF_FinishOperation) X(TF_OperationOpType)
-  TF_FUNCTIONS(TF_FN)
-#undef TF_FN
-
-  void Load(const std::string& library) {
-    void* handle = dlopen(library.c_str(), RTLD_NOW | RTLD_LOCAL | RTLD_DEEPBIND);
-    if (handle == nullptr) Die("cannot open " + library + ": " + dlerror());
-#define TF_SYM(name)                                                          \
-  name = reinterpret_cast<decltype(name)>(dlsym(handle, #name));              \
-  if (name == nullptr) Die("no symbol " #name " in " + library);
-    TF_FUNCTIONS(TF_SYM)
-#undef TF_SYM
-  }
-
-  [[noreturn]] static void Die(const std::string& message) {
-    fprintf(stderr, "tfrec-native-serve: %s\n", message.c_str());
-    exit(2);
-  }
-};
-static TfApi tf;
-
-// TF_Status owned for one scope.
-struct Status {
-  TF_Status* s = tf.TF_NewStatus();
-  ~Status() { tf.TF_DeleteStatus(s); }
-  bool ok() const { return tf.TF_GetCode(s) == TF_OK; }
-  std::string message() const { return tf.TF_Message(s); }
-};
-
-// === The served model ===
-
-struct TensorSpec {
-  std::string name;        // the signature's key, e.g. "user_id"
-  TF_Output output{};      // the graph tensor, e.g. "serving_default_user_id:0"
-  int dtype = 0;           // tensorflow.DataType
-  std::vector<int64_t> shape;  // -1 unknown; empty + unknown_rank: any
-  bool unknown_rank = true;
-};
-
-struct Signature {
-  std::string name;
-  std::vector<TensorSpec> inputs, outputs;  // sorted by name
-};
-
-struct Model {
-  std::string name;
-  int64_t version = 0;
-  TF_Session* session = nullptr;
-  TF_Graph* graph = nullptr;
-  std::map<std::string, Signature> signatures;
-  // A tfrec model's items and an upper bound on the bytes of one top-k result in an answer
-  // (as tfrec serve's model_store._result_size); 0 for other models.
-  int64_t num_items = 0, bytes_per_result = 0;
-};
-
-static int64_t VarintSize(uint64_t n) {
-  int64_t size = 1;
-  while (n >= 0x80) n >>= 7, ++size;
-  return size;
-}
-
-// num_items and bytes_per_result from the string variables item_ids and item_titles of a
-// tfrec model (export/serving_module.py), read by ReadVariableOp nodes added to the graph.
-static void ReadResultSize(Model* model) {
-  std::vector<TF_Output> fetches;
-  for (const char* name : {"item_ids", "item_titles"}) {
-    TF_Operation* var = tf.TF_GraphOperationByName(model->graph, name);
-    if (var == nullptr || strcmp(tf.TF_OperationOpType(var), "VarHandleOp") != 0) return;
-    std::string read = std::string("tfrec_native/read_") + name;
-    TF_OperationDescription* desc = tf.TF_NewOperation(model->graph, "ReadVariableOp",
-                                                       read.c_str());
-    tf.TF_AddInput(desc, TF_Output{var, 0});
-    tf.TF_SetAttrType(desc, "dtype", TF_STRING);
-    Status status;
-    TF_Operation* op = tf.TF_FinishOperation(desc, status.s);
-    if (!status.ok()) return;
-    fetches.push_back(TF_Output{op, 0});
-  }
-  TF_Tensor* values[2] = {nullptr, nullptr};
-  Status status;
-  tf.TF_SessionRun(model->session, nullptr, nullptr, nullptr, 0, fetches.data(), values, 2,
-                   nullptr, 0, nullptr, status.s);
-  if (!status.ok()) return;
-  int64_t bytes = 4;  // the score (tensor_content)
-  for (TF_Tensor* t : values) {
-    auto* s = static_cast<const TF_TString*>(tf.TF_TensorData(t));
-    size_t n = tf.TF_TensorByteSize(t) / sizeof(TF_TString), longest = 0;
-    for (size_t i = 0; i < n; ++i) longest = std::max(longest, TF_TString_GetSize(&s[i]));
-    bytes += longest + 1 + VarintSize(longest);  // string_val: tag, length, bytes
-    model->num_items = static_cast<int64_t>(n);
-    tf.TF_DeleteTensor(t);
-  }
-  model->bytes_per_result = bytes;
-}
 
 static const char* DtypeName(int dtype) {
   switch (dtype) {
@@ -154,101 +49,6 @@ static const char* DtypeName(int dtype) {
   }
 }
 
-static TF_Output ResolveTensor(TF_Graph* graph, const std::string& name) {
-  std::string op = name;
-  int index = 0;
-  size_t colon = name.rfind(':');
-  if (colon != std::string::npos) {
-    op = name.substr(0, colon);
-    index = atoi(name.c_str() + colon + 1);
-  }
-  TF_Operation* oper = tf.TF_GraphOperationByName(graph, op.c_str());
-  if (oper == nullptr) TfApi::Die("tensor " + name + " of a signature is not in the graph");
-  return TF_Output{oper, index};
-}
-
-// TensorInfo {1 name, 2 dtype, 3 tensor_shape {2 dim {1 size}, 3 unknown_rank}}.
-static TensorSpec ParseTensorInfo(std::string key, wire::Reader info, TF_Graph* graph) {
-  TensorSpec spec;
-  spec.name = std::move(key);
-  std::string tensor;
-  while (info.Next()) {
-    if (info.field == 1) tensor = info.String();
-    else if (info.field == 2) spec.dtype = static_cast<int>(info.value);
-    else if (info.field == 3) {
-      spec.unknown_rank = false;
-      wire::Reader shape = info.Message();
-      while (shape.Next()) {
-        if (shape.field == 2) {
-          int64_t size = -1;
-          wire::Reader dim = shape.Message();
-          while (dim.Next()) if (dim.field == 1) size = static_cast<int64_t>(dim.value);
-          spec.shape.push_back(size);
-        } else if (shape.field == 3 && shape.value) {
-          spec.unknown_rank = true;
-        }
-      }
-    }
-  }
-  spec.output = ResolveTensor(graph, tensor);
-  return spec;
-}
-
-// MetaGraphDef {5 signature_def map<string, SignatureDef {1 inputs, 2 outputs, 3 method}>}.
-static void ReadSignatures(const TF_Buffer* meta_graph, Model* model) {
-  wire::Reader meta(static_cast<const char*>(meta_graph->data), meta_graph->length);
-  while (meta.Next()) {
-    if (meta.field != 5) continue;
-    wire::Reader entry = meta.Message();
-    Signature signature;
-    wire::Reader def(nullptr, 0);
-    while (entry.Next()) {
-      if (entry.field == 1) signature.name = entry.String();
-      else if (entry.field == 2) def = entry.Message();
-    }
-    if (signature.name == "__saved_model_init_op") continue;
-    while (def.Next()) {
-      if (def.field != 1 && def.field != 2) continue;
-      wire::Reader item = def.Message();
-      std::string key;
-      wire::Reader info(nullptr, 0);
-      while (item.Next()) {
-        if (item.field == 1) key = item.String();
-        else if (item.field == 2) info = item.Message();
-      }
-      (def.field == 1 ? signature.inputs : signature.outputs)
-          .push_back(ParseTensorInfo(key, info, model->graph));
-    }
-    auto by_name = [](const TensorSpec& a, const TensorSpec& b) { return a.name < b.name; };
-    std::sort(signature.inputs.begin(), signature.inputs.end(), by_name);
-    std::sort(signature.outputs.begin(), signature.outputs.end(), by_name);
-    model->signatures[signature.name] = std::move(signature);
-  }
-}
-
-// ConfigProto {2 intra_op_parallelism_threads, 5 inter_op_parallelism_threads}: 0 lets TF
-// pick (the number of cores); a negative inter-op count runs every op in the caller's thread.
-// `extra`: more of a serialized ConfigProto (appended: its fields win, its messages merge).
-static void LoadModel(const std::string& dir, int intra_op, int inter_op,
-                      const std::string& extra, Model* model) {
-  Status status;
-  TF_SessionOptions* options = tf.TF_NewSessionOptions();
-  wire::Writer config;
-  if (intra_op) config.Varint(2, static_cast<uint64_t>(static_cast<int64_t>(intra_op)));
-  if (inter_op) config.Varint(5, static_cast<uint64_t>(static_cast<int64_t>(inter_op)));
-  config.bytes += extra;
-  tf.TF_SetConfig(options, config.bytes.data(), config.bytes.size(), status.s);
-  if (!status.ok()) TfApi::Die("bad session config: " + status.message());
-  TF_Buffer* meta_graph = tf.TF_NewBuffer();
-  model->graph = tf.TF_NewGraph();
-  const char* tags[] = {"serve"};
-  model->session = tf.TF_LoadSessionFromSavedModel(options, nullptr, dir.c_str(), tags, 1,
-                                                   model->graph, meta_graph, status.s);
-  if (!status.ok()) TfApi::Die("cannot load " + dir + ": " + status.message());
-  ReadSignatures(meta_graph, model);
-  tf.TF_DeleteBuffer(meta_graph);
-  ReadResultSize(model);
-}
 
 // === Predict ===
 
@@ -437,9 +237,39 @@ static int64_t ThreadCpuNs() {
   return t.tv_sec * 1000000000LL + t.tv_nsec;
 }
 
+// ModelSpec {1 name, 2 version {1 value}, 3 signature_name, 4 version_label}.
+struct ModelSpec {
+  std::string name, signature_name = "serving_default", label;
+  bool has_version = false;
+  int64_t version = 0;
+
+  explicit ModelSpec(wire::Reader spec) {
+    while (spec.Next()) {
+      if (spec.field == 1) name = spec.String();
+      else if (spec.field == 3 && !spec.Bytes().empty()) signature_name = spec.String();
+      else if (spec.field == 4) label = spec.String();
+      else if (spec.field == 2) {
+        has_version = true;
+        wire::Reader v = spec.Message();
+        while (v.Next()) if (v.field == 1) version = static_cast<int64_t>(v.value);
+      }
+    }
+  }
+  ModelSpec() = default;
+};
+
+// ModelSpec {1 name, 2 version {1 value}} of an answer.
+static void WriteSpec(wire::Writer* w, const std::string& name, int64_t version) {
+  wire::Writer spec, value;
+  spec.Bytes(1, name);
+  value.Varint(1, static_cast<uint64_t>(version));
+  spec.Message(2, value);
+  w->Message(1, spec);
+}
+
 struct Server {
   static constexpr int64_t kMaxElements = 1 << 24;  // per input tensor, as tfrec serve
-  Model model;
+  ModelStore* store = nullptr;
   // Signatures refused with UNIMPLEMENTED (--skip-signature; tfrec serve --native skips
   // item_text: TF Text's trimmer kernel, built with its own protobuf copy, intermittently
   // aborted this process ("key not found: N") on an item_text call of a MiniLM model).
@@ -450,9 +280,36 @@ struct Server {
   int64_t max_batch = 1024;
   size_t max_answer_bytes = 16 << 20;
 
+  void CheckName(const ModelSpec& spec) const {
+    if (spec.name != store->name())
+      throw RpcError{grpc::StatusCode::NOT_FOUND, "model '" + spec.name + "' is not served "
+                     "here (this server serves '" + store->name() + "')"};
+  }
+
+  // The model a ModelSpec asks for (name, then version or label; the newest if neither), as
+  // tfrec serve's predict_service.resolve: it holds the model while the caller uses it.
+  std::shared_ptr<const Model> Resolve(const ModelSpec& spec) const {
+    CheckName(spec);
+    if (!spec.label.empty())
+      Invalid("Unrecognized servable version label: " + spec.label + " (tfrec serve has no "
+              "version labels; give a version number or none for the latest)");
+    std::shared_ptr<const Served> served = store->served();
+    if (served->empty())
+      throw RpcError{grpc::StatusCode::NOT_FOUND, "model '" + store->name() + "' has no "
+                     "version to serve: no version folder is left under " + store->base()};
+    if (!spec.has_version) return served->rbegin()->second;
+    auto found = served->find(spec.version);
+    if (found == served->end())
+      throw RpcError{grpc::StatusCode::NOT_FOUND, "version " + std::to_string(spec.version) +
+                     " of model '" + store->name() + "' is not available (serving " +
+                     VersionsText(*served) + ")"};
+    return found->second;
+  }
+
   // RESOURCE_EXHAUSTED before computing when rows x k results could exceed the send limit (as
   // tfrec serve); k out of range is left to the graph's own message.
-  void CheckAnswerSize(const std::map<std::string, InputTensor>& inputs, int64_t rows) const {
+  void CheckAnswerSize(const Model& model, const std::map<std::string, InputTensor>& inputs,
+                       int64_t rows) const {
     auto k = inputs.find("k");
     if (k == inputs.end() || model.bytes_per_result == 0 || k->second.dtype != TF_INT32) return;
     std::vector<int64_t> values = k->second.ints;
@@ -483,29 +340,75 @@ struct Server {
             std::to_string(max_batch) + " (tfrec serve --max-batch)");
   }
 
-  // PredictRequest {1 model_spec {1 name, 2 version {1 value}, 3 signature_name,
-  // 4 version_label}, 2 inputs map<string, TensorProto>, 3 output_filter} -> PredictResponse
-  // {1 outputs map<string, TensorProto>, 2 model_spec {1 name, 2 version, 3 signature_name}}.
+  // GetModelMetadataRequest {1 model_spec, 2 metadata_field} -> GetModelMetadataResponse
+  // {1 model_spec, 2 metadata map<string, Any {1 type_url, 2 value}>}: "signature_def", the
+  // MetaGraphDef's SignatureDefs as a SignatureDefMap.
+  std::string GetModelMetadata(std::string_view bytes) const {
+    wire::Reader request(bytes.data(), bytes.size());
+    ModelSpec spec;
+    std::vector<std::string> fields;
+    while (request.Next()) {
+      if (request.field == 1) spec = ModelSpec(request.Message());
+      else if (request.field == 2) fields.push_back(request.String());
+    }
+    if (!request.ok()) Invalid("the request is not a valid GetModelMetadataRequest");
+    std::shared_ptr<const Model> model = Resolve(spec);
+    if (fields.empty())
+      Invalid("GetModelMetadataRequest must name a metadata_field ('signature_def')");
+    for (auto& field : fields)
+      if (field != "signature_def")
+        Invalid("metadata field '" + field + "' is not supported; only 'signature_def' is");
+    wire::Writer response, entry, any;
+    WriteSpec(&response, store->name(), model->version);
+    any.Bytes(1, "type.googleapis.com/tensorflow.serving.SignatureDefMap");
+    any.Bytes(2, model->signature_def_map);
+    entry.Bytes(1, "signature_def");
+    entry.Message(2, any);
+    response.Message(2, entry);
+    return std::move(response.bytes);
+  }
+
+  // GetModelStatusRequest {1 model_spec} -> GetModelStatusResponse {1 model_version_status
+  // {1 version, 2 state, 3 status {1 error_code, 2 error_message}}}: the versions seen, newest
+  // first (only model_spec.version if given), as tfrec serve answers.
+  std::string GetModelStatus(std::string_view bytes) const {
+    wire::Reader request(bytes.data(), bytes.size());
+    ModelSpec spec;
+    while (request.Next())
+      if (request.field == 1) spec = ModelSpec(request.Message());
+    if (!request.ok()) Invalid("the request is not a valid GetModelStatusRequest");
+    CheckName(spec);
+    if (!spec.label.empty()) Invalid("Unrecognized servable version label: " + spec.label);
+    wire::Writer response;
+    for (const VersionStatus& status : store->Statuses()) {
+      if (spec.has_version && status.version != spec.version) continue;
+      wire::Writer entry, error;
+      entry.Varint(1, static_cast<uint64_t>(status.version));
+      entry.Varint(2, static_cast<uint64_t>(status.state));
+      if (!status.error.empty()) {
+        error.Varint(1, 2);  // tensorflow.error.Code UNKNOWN
+        error.Bytes(2, status.error);
+      }
+      entry.Message(3, error);  // present even when OK, as TF Serving sends it
+      response.Message(1, entry);
+    }
+    if (spec.has_version && response.bytes.empty())
+      throw RpcError{grpc::StatusCode::NOT_FOUND, "version " + std::to_string(spec.version) +
+                     " of model '" + store->name() + "' was never loaded"};
+    return std::move(response.bytes);
+  }
+
+  // PredictRequest {1 model_spec, 2 inputs map<string, TensorProto>, 3 output_filter} ->
+  // PredictResponse {1 outputs map<string, TensorProto>, 2 model_spec {1 name, 2 version,
+  // 3 signature_name}}.
   std::string Predict(std::string_view bytes) const {
     wire::Reader request(bytes.data(), bytes.size());
-    std::string model_name, signature_name = "serving_default", label;
-    bool has_version = false;
-    int64_t version = 0;
+    ModelSpec model_spec;
     std::map<std::string, InputTensor> inputs;
     std::vector<std::string> filter;
     while (request.Next()) {
       if (request.field == 1) {
-        wire::Reader spec = request.Message();
-        while (spec.Next()) {
-          if (spec.field == 1) model_name = spec.String();
-          else if (spec.field == 3 && !spec.Bytes().empty()) signature_name = spec.String();
-          else if (spec.field == 4) label = spec.String();
-          else if (spec.field == 2) {
-            has_version = true;
-            wire::Reader v = spec.Message();
-            while (v.Next()) if (v.field == 1) version = static_cast<int64_t>(v.value);
-          }
-        }
+        model_spec = ModelSpec(request.Message());
       } else if (request.field == 2) {
         wire::Reader entry = request.Message();
         std::string key;
@@ -520,21 +423,14 @@ struct Server {
       }
     }
     if (!request.ok()) Invalid("the request is not a valid PredictRequest");
-    if (model_name != model.name)
-      throw RpcError{grpc::StatusCode::NOT_FOUND, "model '" + model_name +
-                     "' is not served here (this server serves '" + model.name + "')"};
-    if (!label.empty())
-      Invalid("Unrecognized servable version label: " + label + " (tfrec serve has no version "
-              "labels; give a version number or none for the latest)");
-    if (has_version && version != model.version)
-      throw RpcError{grpc::StatusCode::NOT_FOUND, "version " + std::to_string(version) +
-                     " of model '" + model.name + "' is not available (serving " +
-                     std::to_string(model.version) + ")"};
+    std::shared_ptr<const Model> held = Resolve(model_spec);  // until the answer is written
+    const Model& model = *held;
+    const std::string& signature_name = model_spec.signature_name;
     auto found = model.signatures.find(signature_name);
     if (found == model.signatures.end()) {
       std::string names;
       for (auto& [n, s] : model.signatures) names += (names.empty() ? "" : ", ") + n;
-      Invalid("signature '" + signature_name + "' not found in model '" + model.name +
+      Invalid("signature '" + signature_name + "' not found in model '" + store->name() +
               "' version " + std::to_string(model.version) + "; it has: " + names);
     }
     const Signature& sig = found->second;
@@ -598,7 +494,7 @@ struct Server {
       values.push_back(owned.back().get());
     }
     if (batch == 0) Invalid("empty batch: input '" + batch_input + "' has 0 rows");
-    CheckAnswerSize(inputs, batch < 0 ? 1 : batch);
+    CheckAnswerSize(model, inputs, batch < 0 ? 1 : batch);
 
     // Outputs: all, or output_filter's (in its order, without repeats).
     std::vector<const TensorSpec*> wanted;
@@ -646,7 +542,7 @@ struct Server {
       response.Message(1, entry);
     }
     wire::Writer spec, version_value;
-    spec.Bytes(1, model.name);
+    spec.Bytes(1, store->name());
     version_value.Varint(1, static_cast<uint64_t>(model.version));
     spec.Message(2, version_value);
     spec.Bytes(3, signature_name);
@@ -664,7 +560,10 @@ struct Server {
 
 // === gRPC: one generic callback reactor per call ===
 
-static const char* const kPredict = "/tensorflow.serving.PredictionService/Predict";
+static const std::string kService = "/tensorflow.serving.PredictionService/";
+static const std::string kPredict = kService + "Predict";
+static const std::string kMetadata = kService + "GetModelMetadata";
+static const std::string kStatus = "/tensorflow.serving.ModelService/GetModelStatus";
 
 class Call : public grpc::ServerGenericBidiReactor {
  public:
@@ -678,10 +577,11 @@ class Call : public grpc::ServerGenericBidiReactor {
       Finish(grpc::Status(grpc::StatusCode::INTERNAL, "no request message"));
       return;
     }
-    if (context_->method() != kPredict) {
+    const std::string& method = context_->method();
+    if (method != kPredict && method != kMetadata && method != kStatus) {
       Finish(grpc::Status(grpc::StatusCode::UNIMPLEMENTED,
-                          context_->method() + " is not implemented by tfrec-native-serve; use "
-                          "Predict (or tfrec serve)"));
+                          method + " is not implemented by tfrec-native-serve; use Predict, "
+                          "GetModelMetadata or GetModelStatus (or tfrec serve)"));
       return;
     }
     grpc::Slice slice;
@@ -689,15 +589,18 @@ class Call : public grpc::ServerGenericBidiReactor {
       Finish(grpc::Status(grpc::StatusCode::INTERNAL, "cannot read the request"));
       return;
     }
-    int64_t start = ThreadCpuNs();
-    struct Count {  // on every way out of this block
+    std::string_view bytes(reinterpret_cast<const char*>(slice.begin()), slice.size());
+    struct Count {  // Predict's CPU, on every way out of this block
       const Server* server;
       int64_t start;
-      ~Count() { server->calls++, server->handler_cpu_ns += ThreadCpuNs() - start; }
-    } count{server_, start};
+      ~Count() {
+        if (server) server->calls++, server->handler_cpu_ns += ThreadCpuNs() - start;
+      }
+    } count{method == kPredict ? server_ : nullptr, ThreadCpuNs()};
     try {
-      std::string answer = server_->Predict(
-          std::string_view(reinterpret_cast<const char*>(slice.begin()), slice.size()));
+      std::string answer = method == kPredict    ? server_->Predict(bytes)
+                           : method == kMetadata ? server_->GetModelMetadata(bytes)
+                                                 : server_->GetModelStatus(bytes);
       grpc::Slice out(std::move(answer));
       response_ = grpc::ByteBuffer(&out, 1);
       StartWriteAndFinish(&response_, grpc::WriteOptions(), grpc::Status::OK);
@@ -732,26 +635,30 @@ class Service : public grpc::CallbackGenericService {
 
 static void Usage() {
   fprintf(stderr,
-          "usage: tfrec-native-serve (--model-base BASE | --model-dir DIR) --tf-lib "
-          "PATH/libtensorflow_cc.so.2 [--model-name NAME] [--host H] [--port P] "
-          "[--max-batch N] [--max-message-mb MB] [--intra-op-threads N (default 1; 0: TF "
-          "picks)] [--inter-op-threads N (default -1: ops run in the calling thread; 0: TF "
-          "picks)] [--session-config-hex HEX (more of a serialized ConfigProto)] "
-          "[--op-library PATH.so]... [--skip-signature NAME]...\n");
+          "usage: tfrec-native-serve --model-base BASE --tf-lib PATH/libtensorflow_cc.so.2 "
+          "[--model-name NAME] [--host H] [--port P] [--poll-seconds S (default 1; 0: only "
+          "on SIGHUP)] [--num-versions N (default 1)] [--max-batch N] [--max-message-mb MB] "
+          "[--intra-op-threads N (default 1; 0: TF picks)] [--inter-op-threads N (default -1: "
+          "ops run in the calling thread; 0: TF picks)] [--session-config-hex HEX (more of a "
+          "serialized ConfigProto)] [--op-library PATH.so]... [--skip-signature NAME]...\n");
   exit(2);
 }
 
 int main(int argc, char** argv) {
-  // SIGTERM / SIGINT are taken by sigwait at the end: blocked before any thread starts.
+  // SIGTERM / SIGINT (stop) and SIGHUP (poll now) are taken by sigwait at the end: blocked
+  // before any thread starts.
   sigset_t signals;
   sigemptyset(&signals);
   sigaddset(&signals, SIGTERM);
   sigaddset(&signals, SIGINT);
+  sigaddset(&signals, SIGHUP);
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
-  std::string base, dir, name, host = "127.0.0.1", tf_lib, session_config;
+  std::string base, name, host = "127.0.0.1", tf_lib;
   // TF threads: measured best on 2 cores with 8 concurrent clients (README): each request's
-  // ops run in the gRPC thread that received it, one thread per op.
-  int port = 8500, max_message_mb = 16, intra_op = 1, inter_op = -1;
+  // ops run in the gRPC thread that received it, one thread per op (SessionConfig's default).
+  SessionConfig config;
+  int port = 8500, max_message_mb = 16, num_versions = 1;
+  double poll_seconds = 1.0;
   int64_t max_batch = 1024;
   std::vector<std::string> op_libraries, skipped;
   for (int i = 1; i < argc; ++i) {
@@ -759,24 +666,25 @@ int main(int argc, char** argv) {
     if (i + 1 >= argc) Usage();
     std::string value = argv[++i];
     if (arg == "--model-base") base = value;
-    else if (arg == "--model-dir") dir = value;
     else if (arg == "--model-name") name = value;
     else if (arg == "--host") host = value;
     else if (arg == "--port") port = atoi(value.c_str());
+    else if (arg == "--poll-seconds") poll_seconds = atof(value.c_str());
+    else if (arg == "--num-versions") num_versions = atoi(value.c_str());
     else if (arg == "--max-batch") max_batch = atoll(value.c_str());
     else if (arg == "--max-message-mb") max_message_mb = atoi(value.c_str());
     else if (arg == "--tf-lib") tf_lib = value;
-    else if (arg == "--intra-op-threads") intra_op = atoi(value.c_str());
-    else if (arg == "--inter-op-threads") inter_op = atoi(value.c_str());
+    else if (arg == "--intra-op-threads") config.intra_op = atoi(value.c_str());
+    else if (arg == "--inter-op-threads") config.inter_op = atoi(value.c_str());
     else if (arg == "--session-config-hex") {  // e.g. from ConfigProto(...).SerializeToString()
       for (size_t j = 0; j + 1 < value.size(); j += 2)
-        session_config.push_back(static_cast<char>(std::stoi(value.substr(j, 2), nullptr, 16)));
+        config.extra.push_back(static_cast<char>(std::stoi(value.substr(j, 2), nullptr, 16)));
     }
     else if (arg == "--op-library") op_libraries.push_back(value);
     else if (arg == "--skip-signature") skipped.push_back(value);
     else Usage();
   }
-  if ((base.empty() == dir.empty()) || tf_lib.empty()) Usage();
+  if (base.empty() || tf_lib.empty()) Usage();
   tf.Load(tf_lib);
   for (auto& library : op_libraries) {
     Status status;
@@ -784,29 +692,15 @@ int main(int argc, char** argv) {
     if (!status.ok()) TfApi::Die("cannot load op library " + library + ": " + status.message());
   }
 
+  if (name.empty()) name = fs::weakly_canonical(base).filename().string();
+  ModelStore store(base, name, num_versions, config);
+  store.LoadInitial();
+  store.StartPolling(poll_seconds);
   Server server;
+  server.store = &store;
   server.max_batch = max_batch;
   server.skipped = skipped;
   server.max_answer_bytes = static_cast<size_t>(max_message_mb) << 20;
-  int64_t version = -1;
-  if (!base.empty()) {
-    for (auto& entry : fs::directory_iterator(base)) {
-      std::string n = entry.path().filename();
-      if (!n.empty() && n.find_first_not_of("0123456789") == std::string::npos)
-        version = std::max<int64_t>(version, atoll(n.c_str()));
-    }
-    if (version < 0) TfApi::Die("no numbered version under " + base);
-    dir = (fs::path(base) / std::to_string(version)).string();
-  } else {
-    std::string n = fs::path(dir).lexically_normal().filename();
-    if (n.empty()) n = fs::path(dir).lexically_normal().parent_path().filename();
-    version = atoll(n.c_str());
-    base = fs::path(dir).lexically_normal().parent_path();
-  }
-  server.model.version = version;
-  server.model.name = !name.empty() ? name
-                                    : fs::weakly_canonical(base).filename().string();
-  LoadModel(dir, intra_op, inter_op, session_config, &server.model);
 
   Service service(&server);
   grpc::ServerBuilder builder;
@@ -819,15 +713,16 @@ int main(int argc, char** argv) {
   std::unique_ptr<grpc::Server> grpc_server = builder.BuildAndStart();
   if (!grpc_server || bound == 0)
     TfApi::Die("cannot listen on " + host + ":" + std::to_string(port));
-  printf("tfrec-native-serve: model '%s' version %lld on %s:%d (pid %d)\n",
-         server.model.name.c_str(), static_cast<long long>(version), host.c_str(), bound,
-         getpid());
+  printf("tfrec-native-serve: model '%s' version %s on %s:%d (pid %d)\n", name.c_str(),
+         VersionsText(*store.served()).c_str(), host.c_str(), bound, getpid());
   fflush(stdout);
 
-  // SIGTERM / SIGINT: stop accepting, let running calls finish (5 s at most), exit 0.
+  // SIGHUP: look for new versions now. SIGTERM / SIGINT: stop accepting, let running calls
+  // finish (5 s at most), exit 0.
   int received = 0;
-  sigwait(&signals, &received);
+  while (sigwait(&signals, &received) == 0 && received == SIGHUP) store.PollSoon();
   grpc_server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(5));
+  store.StopPolling();
   int64_t calls = std::max<int64_t>(server.calls, 1);
   printf("tfrec-native-serve: served %lld Predict calls; CPU per call: handler %.3f ms, of "
          "which TF_SessionRun %.3f ms\n", static_cast<long long>(server.calls.load()),

@@ -67,8 +67,8 @@ def register(sub) -> None:
                        "(default: %(default)s)")
     serve.add_argument("--native", action="store_true",
                        help="run the C++ front end instead (serving/native, built by `make "
-                       "native`): Predict only, the newest version at start; no hot swap, "
-                       "REST, metrics, batching, workers, metadata or status RPCs (see "
+                       "native`): Predict, GetModelMetadata, GetModelStatus and hot swap as "
+                       "this server; no REST, metrics, batching or workers (see "
                        "tfrec/serving/native.py); ~2-3x the QPS of this server on 2 cores")
     serve.set_defaults(func=run_serve, light=True)  # the supervisor of --workers needs no TF
 
@@ -126,9 +126,9 @@ def run_serve(args: argparse.Namespace) -> int:
 
 
 # Flags of `tfrec serve` that tfrec-native-serve does not have, with their defaults.
-# (--poll-seconds, --threads, --grace-seconds and --batch-threads are ignored: it serves the
-# version found at start, with gRPC's threads, without merging requests.)
-NATIVE_UNSUPPORTED = {"rest_port": None, "access_log": False, "num_versions": 1, "workers": 1}
+# (--threads, --grace-seconds and --batch-threads are ignored: it serves with gRPC's threads,
+# a 5 s grace, without merging requests.)
+NATIVE_UNSUPPORTED = {"rest_port": None, "access_log": False, "workers": 1}
 
 
 def exec_native(args: argparse.Namespace) -> int:
@@ -144,7 +144,8 @@ def exec_native(args: argparse.Namespace) -> int:
         raise TfrecError(f"tfrec serve --native does not support {', '.join(changed)}; leave "
                          "them out or serve without --native.")
     line = native.command(args.model_base, args.model_name, args.host, args.port,
-                          args.max_batch, args.max_message_mb)
+                          args.max_batch, args.max_message_mb, args.poll_seconds,
+                          args.num_versions)
     os.execv(line[0], line)
     return 1  # not reached
 

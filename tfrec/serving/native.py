@@ -1,18 +1,23 @@
 """`tfrec serve --native`: the C++ front end of serving/native (built by `make native`).
 
-It answers PredictionService/Predict for the newest version under the model base, with the
-same answers, status codes and messages as `tfrec serve` (tests/test_native_serving.py
-compares them), through TensorFlow's C API of the pip wheel. TF Text's op libraries are
-loaded (a SavedModel with text ops does not load without them), but item_text is answered
+It answers PredictionService/Predict and GetModelMetadata and ModelService/GetModelStatus with
+the same answers, status codes and messages as `tfrec serve` (tests/test_native_serving.py
+compares them), through TensorFlow's C API of the pip wheel. Versions as `tfrec serve`
+(models.h): the newest --num-versions under the model base, polled every --poll-seconds (and
+at once on SIGHUP); a new version is loaded beside the served ones and swapped in (requests in
+flight finish on the old one), a version that fails to load is logged on one line and the
+current ones keep serving, a version whose folder disappears is unloaded, a folder replaced
+under a served number is loaded again; model_spec.version picks a served version (NOT_FOUND
+otherwise), version labels are refused as `tfrec serve` refuses them. TF Text's op libraries
+are loaded (a SavedModel with text ops does not load without them), but item_text is answered
 UNIMPLEMENTED ("ask tfrec serve"): with a MiniLM model, TF Text's trimmer kernel (built with
 its own protobuf copy) intermittently aborted the process at its first call ("key not found:
 N"; making TF's framework library global to match Python crashed at load). It does not (yet)
-do: hot swap (it serves the version found at start),
-REST, metrics, access log, server-side batching, warm-up replay, --workers, or
-GetModelMetadata / GetModelStatus (UNIMPLEMENTED: ask `tfrec serve`). It has no
+do: REST, metrics, access log, server-side batching, warm-up replay or --workers. It has no
 contract_checks of its own: an unknown id, k out of range or an empty history row is refused
 by the graph (same code and words); so a request that is both oversized and bad gets
-RESOURCE_EXHAUSTED here where tfrec serve says INVALID_ARGUMENT.
+RESOURCE_EXHAUSTED here where tfrec serve says INVALID_ARGUMENT. A load error in
+GetModelStatus is TensorFlow's C++ loader's words, not Python's.
 """
 
 import importlib.util
@@ -51,7 +56,8 @@ def op_libraries() -> list[Path]:
 
 
 def command(model_base: Path | str, model_name: str | None = None, host: str = "127.0.0.1",
-            port: int = 8500, max_batch: int = 1024, max_message_mb: int = 16) -> list[str]:
+            port: int = 8500, max_batch: int = 1024, max_message_mb: int = 16,
+            poll_seconds: float = 1.0, num_versions: int = 1) -> list[str]:
     """The command line that starts tfrec-native-serve (TfrecError if it is not built)."""
     path = binary()
     if not path.is_file():
@@ -59,7 +65,8 @@ def command(model_base: Path | str, model_name: str | None = None, host: str = "
                          "libgrpc++-dev), or serve without --native")
     line = [str(path), "--model-base", str(model_base), "--tf-lib", str(tf_library()),
             "--host", host, "--port", str(port), "--max-batch", str(max_batch),
-            "--max-message-mb", str(max_message_mb)]
+            "--max-message-mb", str(max_message_mb), "--poll-seconds", str(poll_seconds),
+            "--num-versions", str(num_versions)]
     if model_name:
         line += ["--model-name", model_name]
     for library in op_libraries():
