@@ -27,15 +27,24 @@ test: $(STAMP) native-if-possible
 	$(BIN)/python -m pytest -q
 
 # tfrec-native-serve (serving/native, `tfrec serve --native`): ~12 s, needs g++ and Debian's
-# libgrpc++-dev (apt-get install libgrpc++-dev); `make test` builds it when those are there
-# (its test is skipped otherwise).
+# libgrpc++-dev. `make test` installs that package when it runs as root with apt-get (as on a
+# fresh Debian machine) and builds the server; without them it says so in one line and the
+# native tests are skipped.
+GRPC_DEV := libgrpc++-dev pkg-config
+
 native:
 	$(MAKE) -C serving/native PY=$(abspath $(BIN)/python)
 
 native-if-possible:
-	@if command -v $(CXX) >/dev/null && pkg-config --exists grpc++; then \
+	@if ! pkg-config --exists grpc++ 2>/dev/null && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  echo "installing $(GRPC_DEV) (apt-get) for tfrec-native-serve"; \
+	  export DEBIAN_FRONTEND=noninteractive; \
+	  apt-get install -y -qq $(GRPC_DEV) >/dev/null 2>&1 || \
+	  { apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq $(GRPC_DEV) >/dev/null 2>&1; } || true; \
+	fi
+	@if command -v $(CXX) >/dev/null && pkg-config --exists grpc++ 2>/dev/null; then \
 	  $(MAKE) --no-print-directory -s native; \
-	else echo "not building tfrec-native-serve (needs g++ and libgrpc++-dev)"; fi
+	else echo "not building tfrec-native-serve (needs g++ and libgrpc++-dev; its tests are skipped)"; fi
 
 test-slow: $(STAMP)
 	$(BIN)/python -m pytest -q -m slow
