@@ -18,8 +18,9 @@ Stages:
      user, serialised here, each client going round them) from tfrec-native-load instead (the
      C++ load generator of serving/native, `make native`: N threads, one connection each
      unless `--load-channels shared`), so the clients' CPU leaves more of the 2 cores to the
-     server; it sends valid requests only (no `--invalid`) over gRPC only. The server's RSS is sampled every second: after `--warmup-seconds`
-     (warm), at each minute and at the end; the merged TF calls are read from its metrics;
+     server; it sends valid requests only (no `--invalid`) over gRPC only. The server's RSS
+     is sampled every second: after `--warmup-seconds` (warm), at each minute and at the end;
+     the merged TF calls are read from its metrics;
   5. stop the server (SIGTERM, expect exit 0) (with `--workers 1,2,...`, stages 3-5 again for
      each value, one server after the other); run N threads calling the SavedModel's
      `serving_default` in this process for T seconds (the floor: no RPC, no protos, no JSON);
@@ -95,8 +96,8 @@ def main() -> int:
                    "channels)" if args.load_generator == "native" else
                    f"{args.clients} clients in {args.client_processes} process(es)")
         print(f"model '{name}' version {version}, {len(users)} users, k={args.k}, "
-              f"{clients} over {args.api}, {args.seconds:g} s, {args.invalid:.0%} bad requests, swap every "
-              f"{args.swap_seconds or 'never'} s, load {load_before}", flush=True)
+              f"{clients} over {args.api}, {args.seconds:g} s, {args.invalid:.0%} bad requests, "
+              f"swap every {args.swap_seconds or 'never'} s, load {load_before}", flush=True)
 
         label = "gRPC" if args.api == "grpc" else "REST"
         phases = [(f"{label}, {w} worker{'s' if w > 1 else ''}", serve_phase(
