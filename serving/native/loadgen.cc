@@ -12,6 +12,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -174,8 +175,8 @@ int main(int argc, char** argv) {
   std::sort(ms.begin(), ms.end());
   auto percentile = [&ms](double q) {  // nearest rank
     if (ms.empty()) return 0.0;
-    size_t rank = static_cast<size_t>(q * ms.size() + 0.999999);
-    return ms[std::min(ms.size() - 1, rank > 0 ? rank - 1 : 0)];
+    size_t rank = static_cast<size_t>(std::ceil(q * ms.size()));
+    return ms[std::max<size_t>(rank, 1) - 1];
   };
   printf("{\"requests\": %lld, \"failures\": %lld, \"seconds\": %.3f, \"qps\": %.1f, "
          "\"p50_ms\": %.3f, \"p95_ms\": %.3f, \"p99_ms\": %.3f, \"cpu_seconds\": %.3f, "
