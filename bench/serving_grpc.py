@@ -14,8 +14,13 @@ Stages:
      bad ones (unknown user, k = 0, a number as user id, an unknown signature, and 1,024 rows x
      k = all items, whose answer is above the message limit) that must be refused;
      `--swap-seconds S` copies a new version in every S s and removes the oldest (the server
-     polls every second). The server's RSS is sampled every second: after `--warmup-seconds`
-     (warm), at each minute and at the end; the merged TF calls are read from its metrics;
+     polls every second). `--load-generator native` sends the same kind of requests (one per
+     user, serialised here, each client going round them) from tfrec-native-load instead (the
+     C++ load generator of serving/native, `make native`: N threads, one connection each
+     unless `--load-channels shared`), so the clients' CPU leaves more of the 2 cores to the
+     server; it sends valid requests only (no `--invalid`) over gRPC only. The server's RSS
+     is sampled every second: after `--warmup-seconds` (warm), at each minute and at the end;
+     the merged TF calls are read from its metrics;
   5. stop the server (SIGTERM, expect exit 0) (with `--workers 1,2,...`, stages 3-5 again for
      each value, one server after the other); run N threads calling the SavedModel's
      `serving_default` in this process for T seconds (the floor: no RPC, no protos, no JSON);
@@ -35,6 +40,8 @@ Examples:
   .venv/bin/python bench/serving_grpc.py --synthetic --seconds 15 --workers 1,2,1,2
   .venv/bin/python bench/serving_grpc.py --synthetic --seconds 15 --library-floor
   .venv/bin/python bench/serving_grpc.py --synthetic --seconds 15 --native
+  .venv/bin/python bench/serving_grpc.py --synthetic --seconds 15 --native --library-floor \
+      --load-generator native
   .venv/bin/python bench/serving_grpc.py --synthetic --api rest --seconds 20
   .venv/bin/python bench/serving_grpc.py --synthetic --soak
 """
@@ -85,10 +92,12 @@ def main() -> int:
         loaded = tf.saved_model.load(str(Path(base) / str(version)))
         users = read_users(args.users, loaded, tf)
         num_items = int(tf.size(loaded.item_ids)) if hasattr(loaded, "item_ids") else 1000
+        clients = (f"{args.clients} clients of tfrec-native-load ({args.load_channels} "
+                   "channels)" if args.load_generator == "native" else
+                   f"{args.clients} clients in {args.client_processes} process(es)")
         print(f"model '{name}' version {version}, {len(users)} users, k={args.k}, "
-              f"{args.clients} clients in {args.client_processes} process(es) over "
-              f"{args.api}, {args.seconds:g} s, {args.invalid:.0%} bad requests, swap every "
-              f"{args.swap_seconds or 'never'} s, load {load_before}", flush=True)
+              f"{clients} over {args.api}, {args.seconds:g} s, {args.invalid:.0%} bad requests, "
+              f"swap every {args.swap_seconds or 'never'} s, load {load_before}", flush=True)
 
         label = "gRPC" if args.api == "grpc" else "REST"
         phases = [(f"{label}, {w} worker{'s' if w > 1 else ''}", serve_phase(
@@ -302,6 +311,12 @@ def parse_args() -> argparse.Namespace:
                         "end, `make native`) after the Python server, in the same run; "
                         "FLAGS are more of its flags (e.g. '--inter-op-threads -1'); repeat "
                         "to compare variants")
+    parser.add_argument("--load-generator", choices=("python", "native"), default="python",
+                        help="the clients: Python grpcio threads (default) or tfrec-native-load "
+                        "(C++, `make native`), against every server of the run")
+    parser.add_argument("--load-channels", choices=("own", "shared"), default="own",
+                        help="tfrec-native-load's clients: one channel (connection) each "
+                        "(default) or one shared channel")
     parser.add_argument("--json", action="store_true", help="also print the results as JSON")
     args = parser.parse_args()
     soak = dict(seconds=600.0, invalid=0.1, swap_seconds=60.0, warmup_seconds=60.0)
@@ -313,6 +328,9 @@ def parse_args() -> argparse.Namespace:
         parser.error("--swap-seconds (and --soak) take one --workers value")
     if args.warmup_seconds is None:
         args.warmup_seconds = args.seconds / 10
+    if args.load_generator == "native" and (args.api != "grpc" or args.invalid):
+        parser.error("--load-generator native sends valid gRPC requests only (no --api rest, "
+                     "--invalid or --soak)")
     return args
 
 
@@ -491,6 +509,8 @@ def load_average() -> str:
 
 
 def run_clients(address: str, model: str, users: list[bytes], num_items: int, args) -> dict:
+    if args.load_generator == "native":
+        return run_native_clients(address, model, users, args)
     ctx = mp.get_context("spawn")
     processes = max(1, min(args.client_processes, args.clients))
     barrier = ctx.Barrier(processes + 1)
@@ -519,6 +539,22 @@ def run_clients(address: str, model: str, users: list[bytes], num_items: int, ar
         w.join()
     return dict(summarize(total["lat"], total["err"], elapsed, total["first"]),
                 bad_requests=total["bad"], bad_accepted=total["accepted"], client_cpu=cpu)
+
+
+def run_native_clients(address: str, model: str, users: list[bytes], args) -> dict:
+    """tfrec-native-load's N clients against `address`, on one request per user (k = --k):
+    the figures of run_clients."""
+    from tfrec.serving import native
+
+    with tempfile.TemporaryDirectory(prefix="tfrec-load-") as tmp:
+        path = native.write_requests(Path(tmp) / "requests.bin", [
+            predict_request(model, user, args.k, None, 0).SerializeToString() for user in users])
+        out = native.run_load(address, path, args.clients, args.seconds, args.load_channels)
+    return {"requests": out["requests"] - out["failures"], "errors": out["failures"],
+            "seconds": out["seconds"], "qps": out["qps"], "p50_ms": out["p50_ms"],
+            "p95_ms": out["p95_ms"], "p99_ms": out["p99_ms"],
+            "first_error": out["first_failure"], "bad_requests": 0, "bad_accepted": 0,
+            "client_cpu": out["cpu_seconds"]}
 
 
 def client_process(address, model, users, threads, options, barrier, results, seed):
@@ -573,10 +609,10 @@ class GrpcCaller:
     def __init__(self, address: str, model: str, num_items: int):
         import grpc
 
-        from tfrec.serving.tensors import to_proto  # imports TF the tfrec way first
-        from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
+        from tfrec.serving.tensors import to_proto  # noqa: F401 (imports TF the tfrec way first)
+        from tensorflow_serving.apis import prediction_service_pb2_grpc
 
-        self._grpc, self._to_proto, self._pb2 = grpc, to_proto, predict_pb2
+        self._grpc = grpc
         self._stub = prediction_service_pb2_grpc.PredictionServiceStub(
             grpc.insecure_channel(address))
         self._model, self._num_items = model, num_items
@@ -585,22 +621,28 @@ class GrpcCaller:
     def call(self, user: bytes, k: int, bad: str | None) -> str | None:
         req = self._requests.get((user, k, bad))
         if req is None:
-            req = self._requests[user, k, bad] = self._request(user, k, bad)
+            req = self._requests[user, k, bad] = predict_request(
+                self._model, user, k, bad, self._num_items)
         try:
             self._stub.Predict(req, timeout=30)
             return None
         except self._grpc.RpcError as e:
             return f"{e.code().name}: {e.details()}"
 
-    def _request(self, user: bytes, k: int, bad: str | None):
-        req = self._pb2.PredictRequest()
-        req.model_spec.name = self._model
-        users, k = bad_inputs(user, k, bad, self._num_items)
-        if bad == "unknown signature":
-            req.model_spec.signature_name = "nope"
-        req.inputs["user_id"].CopyFrom(self._to_proto(users))
-        req.inputs["k"].CopyFrom(self._to_proto(np.array(k, np.int32)))
-        return req
+
+def predict_request(model: str, user: bytes, k: int, bad: str | None, num_items: int):
+    """The PredictRequest of a top-k request for `user` (or of the bad request `bad`)."""
+    from tfrec.serving.tensors import to_proto  # imports TF the tfrec way first
+    from tensorflow_serving.apis import predict_pb2
+
+    req = predict_pb2.PredictRequest()
+    req.model_spec.name = model
+    users, k = bad_inputs(user, k, bad, num_items)
+    if bad == "unknown signature":
+        req.model_spec.signature_name = "nope"
+    req.inputs["user_id"].CopyFrom(to_proto(users))
+    req.inputs["k"].CopyFrom(to_proto(np.array(k, np.int32)))
+    return req
 
 
 class RestCaller:

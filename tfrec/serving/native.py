@@ -21,7 +21,10 @@ GetModelStatus is TensorFlow's C++ loader's words, not Python's.
 """
 
 import importlib.util
+import json
 import os
+import struct
+import subprocess
 from pathlib import Path
 
 from tfrec.errors import TfrecError
@@ -34,6 +37,31 @@ def binary() -> Path:
     """The built tfrec-native-serve (build/native/ of this checkout, or $TFREC_NATIVE_SERVE)."""
     return Path(os.environ.get(ENV_BINARY) or
                 Path(__file__).resolve().parents[2] / "build" / "native" / "tfrec-native-serve")
+
+
+def load_binary() -> Path:
+    """The built load generator tfrec-native-load, beside tfrec-native-serve (bench only)."""
+    return binary().with_name("tfrec-native-load")
+
+
+def write_requests(path: Path, requests: list[bytes]) -> Path:
+    """Writes serialised requests as tfrec-native-load reads them: each after its length (4
+    bytes, little-endian)."""
+    Path(path).write_bytes(b"".join(struct.pack("<I", len(r)) + r for r in requests))
+    return Path(path)
+
+
+def run_load(target: str, requests_file: Path, clients: int = 8, seconds: float = 10.0,
+             channels: str = "own") -> dict:
+    """Runs tfrec-native-load against HOST:PORT `target`: its JSON (requests answered in the
+    timed window, failures among them, qps, p50_ms / p95_ms / p99_ms of the OK ones,
+    cpu_seconds, first_failure)."""
+    command = [str(load_binary()), "--target", target, "--requests", str(requests_file),
+               "--clients", str(clients), "--seconds", str(seconds), "--channels", channels]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=seconds + 120)
+    if done.returncode:
+        raise TfrecError(f"tfrec-native-load failed (exit {done.returncode}): {done.stderr}")
+    return json.loads(done.stdout)
 
 
 def _package_dir(name: str) -> Path | None:
