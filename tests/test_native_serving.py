@@ -148,24 +148,23 @@ def test_item_text_is_left_to_tfrec_serve(stubs):
     assert "tfrec serve" in e.value.details()
 
 
-def _metadata(version=None, label=None, name=MODEL, fields=("signature_def",)):
-    req = get_model_metadata_pb2.GetModelMetadataRequest(metadata_field=list(fields))
+def _spec(req, version, label, name):
+    """`req` with its model_spec set: name, and version or label when given."""
     req.model_spec.name = name
     if version is not None:
         req.model_spec.version.value = version
     if label is not None:
         req.model_spec.version_label = label
     return req
+
+
+def _metadata(version=None, label=None, name=MODEL, fields=("signature_def",)):
+    req = get_model_metadata_pb2.GetModelMetadataRequest(metadata_field=list(fields))
+    return _spec(req, version, label, name)
 
 
 def _status(version=None, label=None, name=MODEL):
-    req = get_model_status_pb2.GetModelStatusRequest()
-    req.model_spec.name = name
-    if version is not None:
-        req.model_spec.version.value = version
-    if label is not None:
-        req.model_spec.version_label = label
-    return req
+    return _spec(get_model_status_pb2.GetModelStatusRequest(), version, label, name)
 
 
 METADATA = {
