@@ -101,10 +101,10 @@ def main() -> int:
 
         label = "gRPC" if args.api == "grpc" else "REST"
         phases = [(f"{label}, {w} worker{'s' if w > 1 else ''}", serve_phase(
-            Path(base), version, name, users, num_items, args, w)) for w in args.workers]
+            Path(base), name, users, num_items, args, w)) for w in args.workers]
         for extra in args.native or []:
             phases.append((f"native {extra}".strip(), serve_phase(
-                Path(base), version, name, users, num_items, args, 1, native=extra)))
+                Path(base), name, users, num_items, args, 1, native=extra)))
         library = (library_floor(loaded, name, users, num_items, args, tf)
                    if args.library_floor else None)
         floor = run_in_process(loaded, users, args, tf)
@@ -144,7 +144,7 @@ def main() -> int:
     return 1 if failed else 0
 
 
-def serve_phase(base: Path, version: int, name: str, users: list[bytes], num_items: int, args,
+def serve_phase(base: Path, name: str, users: list[bytes], num_items: int, args,
                 workers: int, native: str | None = None) -> tuple[dict, int]:
     """Starts `tfrec serve --workers W` (or tfrec-native-serve), runs the clients against it,
     stops it; (the clients' figures with the server's CPU, RSS and batching, its exit code).
@@ -155,7 +155,7 @@ def serve_phase(base: Path, version: int, name: str, users: list[bytes], num_ite
     rss = RssSampler(pids, args.warmup_seconds)
     stop_swaps = threading.Event()
     swapper = threading.Thread(target=swap_versions, args=(
-        base, version, args.swap_seconds, stop_swaps), daemon=True)
+        base, args.swap_seconds, stop_swaps), daemon=True)
     try:
         server_cpu, server_threads = cpu_seconds(pids), thread_cpu_seconds(pids)
         rss.start()
@@ -397,15 +397,16 @@ def batch_sizes(rest: str) -> tuple[int, float]:
     return int(total["count"]), total["sum"] / max(total["count"], 1)
 
 
-def swap_versions(base: Path, first: int, every: float, stop: threading.Event) -> None:
-    """Every `every` s: copy the newest version in as the next number, drop the oldest."""
-    newest = first
+def swap_versions(base: Path, every: float, stop: threading.Event) -> None:
+    """Every `every` s: copy the newest version in as the next number, drop all but the
+    newest two (the newest is read from `base` each time: an earlier phase may have swapped)."""
     while not stop.wait(every):
+        versions = sorted(int(p.name) for p in base.iterdir() if p.name.isdigit())
+        newest = versions[-1]
         staging = base / f".bench-{newest + 1}"
         shutil.copytree(base / str(newest), staging)
         os.rename(staging, base / str(newest + 1))
-        newest += 1
-        for old in sorted(int(p.name) for p in base.iterdir() if p.name.isdigit())[:-2]:
+        for old in versions[:-1]:
             shutil.rmtree(base / str(old), ignore_errors=True)
 
 

@@ -2,6 +2,7 @@
 
 #include "models.h"
 
+#include <malloc.h>
 #include <sys/stat.h>
 
 #include <algorithm>
@@ -139,6 +140,7 @@ Model::~Model() {
     tf.TF_DeleteSession(session, status.s);
   }
   if (graph != nullptr) tf.TF_DeleteGraph(graph);
+  malloc_trim(0);  // give the freed model's pages back (else glibc's arenas keep them)
 }
 
 std::shared_ptr<Model> LoadModel(const std::string& dir, int64_t version,
