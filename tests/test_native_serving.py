@@ -13,6 +13,7 @@ import dataclasses
 import shutil
 import signal
 import subprocess
+import sys
 import threading
 import time
 
@@ -397,3 +398,15 @@ def test_model_with_tf_text_ops_loads(tmp_path):
         stub.Predict(request("item_text", **CASES["item_text"]), timeout=60)
     assert e.value.code() == grpc.StatusCode.UNIMPLEMENTED
     stop_native(process, channel)
+
+
+@pytest.mark.parametrize("flags, words", [
+    (["--model-base", "/nonexistent/models"], "model base /nonexistent/models is not a folder."),
+    (["--model-base", ".", "--workers", "2"], "tfrec serve --native does not support --workers"),
+])
+def test_bad_native_serve_commands_say_one_sentence_and_exit_2(flags, words):
+    done = subprocess.run([sys.executable, "-m", "tfrec.cli", "serve", "--native", *flags],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2
+    assert words in done.stderr.strip().splitlines()[-1]
+    assert "Traceback" not in done.stderr
