@@ -6,7 +6,10 @@ PredictResponse from both, every bad one the same status code and the piece of m
 test expects, and GetModelMetadata / GetModelStatus the same answers or errors. Versions:
 tfrec serve's ModelStore and tfrec-native-serve go through the same changes of a model base
 (test_serving_store's sequences) and must answer alike after each; a hot swap under
-concurrent clients as test_serving_hotswap's. Skipped when the binary is not built.
+concurrent clients as test_serving_hotswap's. item_text also on a model that tokenises with
+TF Text's ops (MiniLM's tokenizer), in fresh processes whose first calls are concurrent: that
+is where the op libraries once aborted tfrec-native-serve. Skipped when the binary is not
+built.
 """
 
 import dataclasses
@@ -16,6 +19,7 @@ import subprocess
 import sys
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import grpc
 import numpy as np
@@ -38,7 +42,7 @@ from tensorflow_serving.apis import (  # noqa: E402  (after tfrec: Keras 2 first
     prediction_service_pb2_grpc,
 )
 
-from test_serving_grpc import BAD_REQUESTS, CASES, MAX_BATCH, MODEL, request
+from test_serving_grpc import BAD_REQUESTS, CASES, MAX_BATCH, MODEL, k, request
 
 tf = import_tf()
 pytestmark = pytest.mark.skipif(not native.binary().is_file(),
@@ -109,7 +113,7 @@ def unpacked(response):
     return response.model_spec, list(response.metadata), packed.type_url, defs
 
 
-@pytest.mark.parametrize("signature", sorted(set(CASES) - set(native.SKIPPED_SIGNATURES)))
+@pytest.mark.parametrize("signature", sorted(CASES))
 def test_same_answer_as_tfrec_serve(stubs, signature):
     req = request(signature, **CASES[signature])
     got, want = (stub.Predict(req, timeout=10) for stub in stubs)
@@ -142,11 +146,83 @@ def test_same_code_for_a_bad_request(stubs, case):
     assert stubs[0].Predict(request(**CASES["serving_default"]), timeout=10).outputs
 
 
-def test_item_text_is_left_to_tfrec_serve(stubs):
-    with pytest.raises(grpc.RpcError) as e:
-        stubs[0].Predict(request("item_text", **CASES["item_text"]), timeout=10)
-    assert e.value.code() == grpc.StatusCode.UNIMPLEMENTED
-    assert "tfrec serve" in e.value.details()
+TEXTS = {  # good item_text inputs
+    "titles": CASES["item_text"]["text"],  # an accent, an empty title
+    "not UTF-8": np.array([b"\xff\xfe Heat"]),
+    "long": np.array([b"word " * 2000]),  # far beyond the tokens kept
+}
+BAD_TEXT_REQUESTS = {  # item_text requests both servers refuse
+    "int64 text": request("item_text", text=np.array([1, 2])),
+    "text matrix": request("item_text", text=np.array([[b"Heat"]])),
+    "no text": request("item_text", k=k(3)),
+    "no rows": request("item_text", text=np.array([], dtype=object)),
+    "rows above max": request("item_text", text=np.array([b"Heat"] * (MAX_BATCH + 1))),
+}
+
+
+def assert_item_text_as_tfrec_serve(stubs):
+    """Every TEXTS embedding of both servers alike (rtol 1e-6, as test_serving_grpc), every
+    BAD_TEXT_REQUESTS answer the same error (code and words)."""
+    for text in TEXTS.values():
+        got, want = (stub.Predict(request("item_text", text=text), timeout=60) for stub in stubs)
+        assert got.model_spec == want.model_spec and list(got.outputs) == ["embedding"]
+        np.testing.assert_allclose(tf.make_ndarray(got.outputs["embedding"]),
+                                   tf.make_ndarray(want.outputs["embedding"]), rtol=1e-6)
+    for case, req in BAD_TEXT_REQUESTS.items():
+        got, want = (answer(stub.Predict, req) for stub in stubs)
+        assert got == want and got[0] == "INVALID_ARGUMENT", case
+
+
+def concurrent_item_text(stub, calls, clients=8):
+    """The embeddings of `calls` item_text calls (TEXTS["titles"]) from `clients` threads that
+    start together; a failed call raises."""
+    req = request("item_text", text=TEXTS["titles"])
+    with ThreadPoolExecutor(clients) as pool:
+        return list(pool.map(lambda _: tf.make_ndarray(
+            stub.Predict(req, timeout=60).outputs["embedding"]), range(calls)))
+
+
+def test_item_text_as_tfrec_serve(stubs):
+    assert_item_text_as_tfrec_serve(stubs)
+
+
+class TokenCounts(tf.keras.layers.Layer):
+    """item_text's text ops without BERT: MiniLM's tokenizer (TF Text: normalisation,
+    WordPiece, round-robin trim), then per text the counts of its token ids modulo 8."""
+
+    def __init__(self):
+        super().__init__()
+        from tfrec.text.converter import default_checkpoint_dir
+        from tfrec.text.preprocessing import make_preprocessor, make_tokenizer
+
+        tokenizer = make_tokenizer(default_checkpoint_dir() / "vocab.txt")
+        self.preprocessor = make_preprocessor(tokenizer, sequence_length=16)
+
+    def call(self, text):
+        tokens = self.preprocessor(text)
+        real = tf.cast(tokens["padding_mask"], tf.float32)[..., None]
+        return tf.reduce_sum(tf.one_hot(tokens["token_ids"] % 8, 8) * real, axis=1)
+
+
+def test_item_text_with_tf_text_ops_in_fresh_processes(tmp_path):
+    """Three fresh tfrec-native-serve processes on a model whose item_text runs TF Text's ops:
+    70 calls each from 8 clients at once as its first calls, all alike; then TEXTS and
+    BAD_TEXT_REQUESTS as tfrec serve; each process stops cleanly (exit 0, never aborted)."""
+    base = tmp_path / MODEL
+    export_model(dataclasses.replace(random_artifacts(num_users=20, num_items=50, dim=8),
+                                     text_encoder=TokenCounts()), base, version=1)
+    config = ServeConfig(model_base=base, port=0, poll_seconds=0, max_batch=MAX_BATCH)
+    with ModelServer(config) as server:
+        channel = grpc.insecure_channel(f"127.0.0.1:{server.port}")
+        want = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+        for _ in range(3):  # before the fix, most processes aborted at their first call
+            process, native_channel = start_native(base, max_batch=MAX_BATCH)
+            stub = prediction_service_pb2_grpc.PredictionServiceStub(native_channel)
+            first, *rest = concurrent_item_text(stub, calls=70)
+            assert first.shape == (3, 8) and all(np.array_equal(e, first) for e in rest)
+            assert_item_text_as_tfrec_serve((stub, want))
+            stop_native(process, native_channel)
+        channel.close()
 
 
 def _spec(req, version, label, name):
@@ -376,9 +452,10 @@ def test_hot_swap_under_concurrent_load(tmp_path):
 
 
 @pytest.mark.slow
-def test_model_with_tf_text_ops_loads(tmp_path):
-    """A real text encoder (MiniLM, tokenised by TF Text's ops): the SavedModel loads with TF
-    Text's op libraries, serving_default answers as tfrec serve's, item_text is refused."""
+def test_minilm_model_as_tfrec_serve(tmp_path):
+    """A real text encoder (MiniLM, tokenised by TF Text's ops): 200 item_text calls from 8
+    clients at once as the process's first calls, all alike; then serving_default, TEXTS and
+    BAD_TEXT_REQUESTS as tfrec serve."""
     from tfrec.model.item_text import ItemTextEncoder
     from tfrec.text import SentenceEncoder
 
@@ -387,16 +464,18 @@ def test_model_with_tf_text_ops_loads(tmp_path):
     base = tmp_path / MODEL
     export_model(dataclasses.replace(random_artifacts(num_users=20, num_items=50, dim=8),
                                      text_encoder=encoder), base, version=1)
-    process, channel = start_native(base)
+    process, channel = start_native(base, max_batch=MAX_BATCH)
     stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
-    req = request(**CASES["serving_default"])
-    with ModelServer(ServeConfig(model_base=base, port=0, poll_seconds=0)) as server:
-        want = prediction_service_pb2_grpc.PredictionServiceStub(grpc.insecure_channel(
-            f"127.0.0.1:{server.port}")).Predict(req, timeout=60)
-    assert stub.Predict(req, timeout=60) == want
-    with pytest.raises(grpc.RpcError) as e:
-        stub.Predict(request("item_text", **CASES["item_text"]), timeout=60)
-    assert e.value.code() == grpc.StatusCode.UNIMPLEMENTED
+    first, *rest = concurrent_item_text(stub, calls=200)
+    assert all(np.array_equal(e, first) for e in rest)
+    config = ServeConfig(model_base=base, port=0, poll_seconds=0, max_batch=MAX_BATCH)
+    with ModelServer(config) as server:
+        python_channel = grpc.insecure_channel(f"127.0.0.1:{server.port}")
+        stubs = (stub, prediction_service_pb2_grpc.PredictionServiceStub(python_channel))
+        req = request(**CASES["serving_default"])
+        assert stubs[0].Predict(req, timeout=60) == stubs[1].Predict(req, timeout=60)
+        assert_item_text_as_tfrec_serve(stubs)
+        python_channel.close()
     stop_native(process, channel)
 
 

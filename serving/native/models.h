@@ -34,9 +34,21 @@ struct TfApi {
   TF_FUNCTIONS(TF_FN)
 #undef TF_FN
 
+  // Opens the C API `library` (libtensorflow_cc.so.2) privately, then moves the
+  // libtensorflow_framework.so.2 it pulled in (beside it) to the global scope, as Python's
+  // RTLD_GLOBAL import does. Op libraries opened later (TF_LoadLibrary: RTLD_LOCAL) bundle
+  // their own protobuf and absl and export them: without TF's framework in the global scope
+  // their calls bind to their own copies, e.g. TF Text's Map<string, AttrValue>::at, whose
+  // absl hash seed is not TF's, so it looks in the wrong bucket of a NodeDef's attr map that
+  // TF built ("key not found: N"). The framework itself keeps its bindings (made at load);
+  // Debian's libraries (grpc++, absl in its own namespace) define none of the names involved.
   void Load(const std::string& library) {
     void* handle = dlopen(library.c_str(), RTLD_NOW | RTLD_LOCAL | RTLD_DEEPBIND);
     if (handle == nullptr) Die("cannot open " + library + ": " + dlerror());
+    std::string framework = library.substr(0, library.rfind('/') + 1) +
+                            "libtensorflow_framework.so.2";
+    if (dlopen(framework.c_str(), RTLD_NOW | RTLD_NOLOAD | RTLD_GLOBAL) == nullptr)
+      Die("cannot make " + framework + " global: " + dlerror());
 #define TF_SYM(name)                                                          \
   name = reinterpret_cast<decltype(name)>(dlsym(handle, #name));              \
   if (name == nullptr) Die("no symbol " #name " in " + library);

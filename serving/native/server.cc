@@ -270,10 +270,6 @@ static void WriteSpec(wire::Writer* w, const std::string& name, int64_t version)
 struct Server {
   static constexpr int64_t kMaxElements = 1 << 24;  // per input tensor, as tfrec serve
   ModelStore* store = nullptr;
-  // Signatures refused with UNIMPLEMENTED (--skip-signature; tfrec serve --native skips
-  // item_text: TF Text's trimmer kernel, built with its own protobuf copy, intermittently
-  // aborted this process ("key not found: N") on an item_text call of a MiniLM model).
-  std::vector<std::string> skipped;
   // Printed at shutdown: the CPU of the Predict handlers (parse, TF, encode) and of
   // TF_SessionRun alone, in the threads that ran them (all of TF's with --inter-op-threads -1).
   mutable std::atomic<int64_t> calls{0}, handler_cpu_ns{0}, tf_cpu_ns{0};
@@ -434,10 +430,6 @@ struct Server {
               "' version " + std::to_string(model.version) + "; it has: " + names);
     }
     const Signature& sig = found->second;
-    if (std::find(skipped.begin(), skipped.end(), sig.name) != skipped.end())
-      throw RpcError{grpc::StatusCode::UNIMPLEMENTED,
-                     "signature '" + sig.name + "' is not served by tfrec-native-serve; ask "
-                     "tfrec serve (without --native)"};
 
     // Inputs: names, dtypes, shapes, batch sizes (as tfrec serve checks them).
     std::vector<std::string> problems;
@@ -640,7 +632,7 @@ static void Usage() {
           "on SIGHUP)] [--num-versions N (default 1)] [--max-batch N] [--max-message-mb MB] "
           "[--intra-op-threads N (default 1; 0: TF picks)] [--inter-op-threads N (default -1: "
           "ops run in the calling thread; 0: TF picks)] [--session-config-hex HEX (more of a "
-          "serialized ConfigProto)] [--op-library PATH.so]... [--skip-signature NAME]...\n");
+          "serialized ConfigProto)] [--op-library PATH.so]...\n");
   exit(2);
 }
 
@@ -660,7 +652,7 @@ int main(int argc, char** argv) {
   int port = 8500, max_message_mb = 16, num_versions = 1;
   double poll_seconds = 1.0;
   int64_t max_batch = 1024;
-  std::vector<std::string> op_libraries, skipped;
+  std::vector<std::string> op_libraries;
   for (int i = 1; i < argc; ++i) {
     std::string arg = argv[i];
     if (i + 1 >= argc) Usage();
@@ -681,7 +673,6 @@ int main(int argc, char** argv) {
         config.extra.push_back(static_cast<char>(std::stoi(value.substr(j, 2), nullptr, 16)));
     }
     else if (arg == "--op-library") op_libraries.push_back(value);
-    else if (arg == "--skip-signature") skipped.push_back(value);
     else Usage();
   }
   if (base.empty() || tf_lib.empty()) Usage();
@@ -699,7 +690,6 @@ int main(int argc, char** argv) {
   Server server;
   server.store = &store;
   server.max_batch = max_batch;
-  server.skipped = skipped;
   server.max_answer_bytes = static_cast<size_t>(max_message_mb) << 20;
 
   Service service(&server);

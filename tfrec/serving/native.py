@@ -9,15 +9,18 @@ flight finish on the old one), a version that fails to load is logged on one lin
 current ones keep serving, a version whose folder disappears is unloaded, a folder replaced
 under a served number is loaded again; model_spec.version picks a served version (NOT_FOUND
 otherwise), version labels are refused as `tfrec serve` refuses them. TF Text's op libraries
-are loaded (a SavedModel with text ops does not load without them), but item_text is answered
-UNIMPLEMENTED ("ask tfrec serve"): with a MiniLM model, TF Text's trimmer kernel (built with
-its own protobuf copy) intermittently aborted the process at its first call ("key not found:
-N"; making TF's framework library global to match Python crashed at load). It does not (yet)
-do: REST, metrics, access log, server-side batching, warm-up replay or --workers. It has no
-contract_checks of its own: an unknown id, k out of range or an empty history row is refused
-by the graph (same code and words); so a request that is both oversized and bad gets
-RESOURCE_EXHAUSTED here where tfrec serve says INVALID_ARGUMENT. A load error in
-GetModelStatus is TensorFlow's C++ loader's words, not Python's.
+are loaded (item_text tokenises in-graph) after libtensorflow_framework.so.2 is made global,
+as Python's import makes it. Each TF Text library bundles and exports its own protobuf and
+absl: with TF's framework library private (RTLD_LOCAL) their calls bound to their own copies,
+e.g. the trimmer kernel's Map<string, AttrValue>::at, whose absl hash seed (the address of a
+static) is not TF's, so it looked for attr "N" in the wrong bucket of the NodeDef TF had
+built and aborted the process ("key not found: N") whenever the two seeds picked different
+buckets (most runs). It does not (yet) do: REST, metrics, access log, server-side batching,
+warm-up replay or --workers. It has no contract_checks of its own: an unknown id, k out of
+range or an empty history row is refused by the graph (same code and words); so a request
+that is both oversized and bad gets RESOURCE_EXHAUSTED here where tfrec serve says
+INVALID_ARGUMENT. A load error in GetModelStatus is TensorFlow's C++ loader's words, not
+Python's.
 """
 
 import importlib.util
@@ -30,7 +33,6 @@ from pathlib import Path
 from tfrec.errors import TfrecError
 
 ENV_BINARY = "TFREC_NATIVE_SERVE"  # overrides the built binary's path
-SKIPPED_SIGNATURES = ("item_text",)  # answered UNIMPLEMENTED (see above)
 
 
 def binary() -> Path:
@@ -99,6 +101,4 @@ def command(model_base: Path | str, model_name: str | None = None, host: str = "
         line += ["--model-name", model_name]
     for library in op_libraries():
         line += ["--op-library", str(library)]
-    for name in SKIPPED_SIGNATURES:
-        line += ["--skip-signature", name]
     return line
