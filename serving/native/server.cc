@@ -4,7 +4,8 @@
 //
 // - TensorFlow: the C API of the pip wheel's libtensorflow_cc.so.2, opened with
 //   dlopen(RTLD_LOCAL | RTLD_DEEPBIND) and called through function pointers, so TF's own
-//   protobuf and absl symbols never meet the system gRPC's (models.h).
+//   protobuf and absl symbols never meet the system gRPC's; its framework library is then
+//   made global for TF Text's op libraries (models.h).
 // - gRPC: the system grpc++ (Debian libgrpc++-dev) through its generic callback API: requests
 //   and answers are raw bytes, and the few PredictRequest / PredictResponse / TensorProto /
 //   MetaGraphDef fields used are read and written by hand in protobuf's wire format (wire.h),
