@@ -85,7 +85,8 @@ def op_libraries() -> list[Path]:
 
 def command(model_base: Path | str, model_name: str | None = None, host: str = "127.0.0.1",
             port: int = 8500, max_batch: int = 1024, max_message_mb: int = 16,
-            poll_seconds: float = 1.0, num_versions: int = 1) -> list[str]:
+            poll_seconds: float = 1.0, num_versions: int = 1,
+            access_log: bool = False) -> list[str]:
     """The command line that starts tfrec-native-serve (TfrecError if it is not built)."""
     path = binary()
     if not path.is_file():
@@ -101,4 +102,6 @@ def command(model_base: Path | str, model_name: str | None = None, host: str = "
         line += ["--op-library", str(library)]
     for name in SKIPPED_SIGNATURES:
         line += ["--skip-signature", name]
+    if access_log:
+        line.append("--access-log")
     return line
