@@ -61,9 +61,11 @@ def run(config: ServeConfig) -> int:
               flush=True)
         stop.wait()
         if child.poll() is not None and child.returncode != 0:
-            print(f"tfrec serve: tfrec-native-serve (pid {child.pid}) exited with code "
-                  f"{child.returncode}; the REST server stops too.", file=sys.stderr, flush=True)
-            return _exit_code(child.returncode)
+            code = child.returncode
+            how = f"exited with code {code}" if code > 0 else f"was killed by signal {-code}"
+            print(f"tfrec serve: tfrec-native-serve (pid {child.pid}) {how}; the REST server "
+                  "stops too.", file=sys.stderr, flush=True)
+            return _exit_code(code)
         print("tfrec serve: stopped", flush=True)
         return 0
     finally:
