@@ -12,8 +12,11 @@ otherwise), version labels are refused as `tfrec serve` refuses them. TF Text's 
 are loaded (a SavedModel with text ops does not load without them), but item_text is answered
 UNIMPLEMENTED ("ask tfrec serve"): with a MiniLM model, TF Text's trimmer kernel (built with
 its own protobuf copy) intermittently aborted the process at its first call ("key not found:
-N"; making TF's framework library global to match Python crashed at load). It does not (yet)
-do: REST, metrics, access log, server-side batching, warm-up replay or --workers. It has no
+N"; making TF's framework library global to match Python crashed at load). Metrics (as
+monitoring.py's, from /tfrec.native.Monitoring/Metrics) and --access-log (on stderr) are its
+own; with --rest-port it runs as the child of a Python REST gateway (gateway, native_backend),
+which tags its calls so that they count under api="rest". It does not (yet) do: server-side
+batching, warm-up replay or --workers. It has no
 contract_checks of its own: an unknown id, k out of range or an empty history row is refused
 by the graph (same code and words); so a request that is both oversized and bad gets
 RESOURCE_EXHAUSTED here where tfrec serve says INVALID_ARGUMENT. A load error in
