@@ -223,3 +223,23 @@ def test_start_up_failures_say_one_sentence_and_exit_2(server, flags, words):  #
     assert done.returncode == 2
     assert done.stderr.strip().splitlines()[-1].endswith(words.format(**values))
     assert "Traceback" not in done.stderr
+
+
+def test_access_log_without_rest(tmp_path):
+    """`tfrec serve --native --access-log` (no REST: tfrec-native-serve itself) logs gRPC calls."""
+    base = tmp_path / MODEL
+    export_model(random_artifacts(num_users=6, num_items=9, dim=4), base, version=1)
+    log = tmp_path / "stderr.txt"
+    with open(log, "w") as stderr:
+        process = subprocess.Popen([sys.executable, "-m", "tfrec.cli", "serve", "--native",
+                                    "--model-base", str(base), "--port", "0", "--access-log"],
+                                   stdout=subprocess.PIPE, stderr=stderr, text=True)
+    line = process.stdout.readline()  # tfrec-native-serve's own, after exec
+    channel = grpc.insecure_channel(line.split(" on ")[1].split()[0])
+    stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+    stub.Predict(request(user_id=[b"u1"], k=CASES["serving_default"]["k"]), timeout=30)
+    channel.close()
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=60) == 0
+    assert re.search(r" INFO ipv4:127\.0\.0\.1:[0-9]+ grpc Predict model=movies "
+                     r"signature=serving_default OK [0-9.]+ms$", log.read_text(), re.M)
