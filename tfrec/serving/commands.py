@@ -157,9 +157,7 @@ def serve_native(config) -> int:
         from tfrec.serving.gateway import run
 
         return run(config)
-    line = native.command(config.model_base, config.model_name, config.host, config.port,
-                          config.max_batch, config.max_message_mb, config.poll_seconds,
-                          config.num_versions, config.access_log)
+    line = native.serve_command(config)
     os.execv(line[0], line)
     return 1  # not reached
 

@@ -84,13 +84,11 @@ def run(config: ServeConfig) -> int:
 
 
 def _start_child(config: ServeConfig) -> subprocess.Popen:
-    line = native.command(config.model_base, config.model_name, config.host, config.port,
-                          config.max_batch, config.max_message_mb, config.poll_seconds,
-                          config.num_versions, config.access_log)
+    """tfrec-native-serve with `config`'s flags, its stdout piped to read where it listens."""
     # Its own session (Ctrl-C reaches this process only, which stops it), and SIGTERM when this
     # process dies, so that it never outlives the REST server.
-    return subprocess.Popen(line, stdout=subprocess.PIPE, text=True, start_new_session=True,
-                            preexec_fn=_die_with_parent)
+    return subprocess.Popen(native.serve_command(config), stdout=subprocess.PIPE, text=True,
+                            start_new_session=True, preexec_fn=_die_with_parent)
 
 
 def _die_with_parent() -> None:

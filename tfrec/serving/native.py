@@ -108,3 +108,10 @@ def command(model_base: Path | str, model_name: str | None = None, host: str = "
     if access_log:
         line.append("--access-log")
     return line
+
+
+def serve_command(config) -> list[str]:
+    """`command` for the ServeConfig of `tfrec serve --native`."""
+    return command(config.model_base, config.model_name, config.host, config.port,
+                   config.max_batch, config.max_message_mb, config.poll_seconds,
+                   config.num_versions, config.access_log)

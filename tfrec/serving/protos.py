@@ -38,5 +38,5 @@ finally:
 DEFAULT_SIGNATURE = "serving_default"  # a request without a signature name asks for it
 SIGNATURE_DEF_FIELD = "signature_def"  # GetModelMetadata's only metadata field
 
-__all__ = ["DEFAULT_SIGNATURE", "SIGNATURE_DEF_FIELD", "get_model_metadata_pb2", "get_model_status_pb2", "model_pb2", "predict_pb2",
-           "tensor_pb2", "types_pb2"]
+__all__ = ["DEFAULT_SIGNATURE", "SIGNATURE_DEF_FIELD", "get_model_metadata_pb2",
+           "get_model_status_pb2", "model_pb2", "predict_pb2", "tensor_pb2", "types_pb2"]
