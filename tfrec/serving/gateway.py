@@ -44,7 +44,8 @@ def run(config: ServeConfig) -> int:
         found = LISTENING.match(child.stdout.readline())
         if found is None:
             return _exit_code(child.wait())  # its own one-line error is on stderr
-        threading.Thread(target=_copy, args=(child.stdout,), daemon=True).start()
+        copier = threading.Thread(target=_copy, args=(child.stdout,), daemon=True)
+        copier.start()
         threading.Thread(target=lambda: (child.wait(), stop.set()), daemon=True).start()
         host = _ANY_ADDRESS.get(config.host, config.host)
         limit = config.max_message_mb * 1024 * 1024
@@ -60,8 +61,11 @@ def run(config: ServeConfig) -> int:
         print(listening_line(shown, found["version"], int(found["port"]), rest_port),
               flush=True)
         stop.wait()
-        if child.poll() is not None and child.returncode != 0:
-            code = child.returncode
+        rest.stop()  # no new REST calls, then the child finishes its own
+        rest = None
+        code = _stop(child)
+        copier.join(timeout=5)  # its last lines (CPU per call) before ours
+        if code:
             how = f"exited with code {code}" if code > 0 else f"was killed by signal {-code}"
             print(f"tfrec serve: tfrec-native-serve (pid {child.pid}) {how}; the REST server "
                   "stops too.", file=sys.stderr, flush=True)
@@ -71,16 +75,22 @@ def run(config: ServeConfig) -> int:
     finally:
         if rest is not None:
             rest.stop()
-        if child.poll() is None:
-            child.terminate()  # SIGTERM: calls in flight finish (5 s at most)
-            try:
-                child.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                child.kill()
+        _stop(child)
         if backend is not None:
             backend.close()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+
+
+def _stop(child: subprocess.Popen) -> int:
+    """SIGTERM to the child if it runs (calls in flight finish, 5 s at most); its exit code."""
+    if child.poll() is None:
+        child.terminate()
+        try:
+            child.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            child.kill()
+    return child.wait()
 
 
 def _start_child(config: ServeConfig) -> subprocess.Popen:
