@@ -211,10 +211,12 @@ def test_health_follows_versions_and_the_gateway_exits_with_its_child(tmp_path):
     (["--model-base", "/nonexistent/models"], "model base /nonexistent/models is not a folder."),
     (["--model-base", "{base}", "--rest-port", "{busy}"], "cannot listen on 127.0.0.1:{busy} "
      "for REST: Address already in use."),
+    (["--model-base", "{base}", "--port", "{grpc}"], "tfrec-native-serve: cannot listen on "
+     "127.0.0.1:{grpc}"),
 ])
 def test_start_up_failures_say_one_sentence_and_exit_2(server, flags, words):  # noqa: F811
     running, *_ = server
-    values = dict(base=running.config.model_base, busy=running.rest_port)
+    values = dict(base=running.config.model_base, busy=running.rest_port, grpc=running.port)
     flags = [f.format(**values) for f in flags]
     if "--rest-port" not in flags:
         flags += ["--rest-port", "0"]
