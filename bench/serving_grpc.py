@@ -26,7 +26,8 @@ Stages:
      `serving_default` in this process for T seconds (the floor: no RPC, no protos, no JSON);
   6. one caller in this process, 300 calls per signature (one row): p50/p99 per signature;
   6a. with `--native`, stages 3-5 against tfrec-native-serve (the C++ front end of
-     serving/native, `make native`; `tfrec serve --native`) after the Python server's;
+     serving/native, `make native`; `tfrec serve --native`) after the Python server's (with
+     `--api rest`: `tfrec serve --native --rest-port`, the REST gateway in front of it);
   6b. with `--library-floor`, the same clients against grpcio's server answering stored bytes
      (no model, no parsing): the ceiling the gRPC library itself sets on this machine;
   7. print QPS, p50/p95/p99, failed valid requests, accepted bad ones, server CPU per request,
@@ -149,8 +150,12 @@ def serve_phase(base: Path, name: str, users: list[bytes], num_items: int, args,
     """Starts `tfrec serve --workers W` (or tfrec-native-serve), runs the clients against it,
     stops it; (the clients' figures with the server's CPU, RSS and batching, its exit code).
     `native`: the native server's extra flags ("" for none), None for `tfrec serve`."""
-    server, address, rest = (start_native(base, args.model_name, native) if native is not None
-                             else start_server(base, args, workers))
+    if native is not None and args.api == "rest":  # the REST gateway and its native child
+        server, address, rest = start_server(base, args, 1, ["--native"])
+    elif native is not None:
+        server, address, rest = start_native(base, args.model_name, native)
+    else:
+        server, address, rest = start_server(base, args, workers)
     pids = process_tree(server.pid)  # the supervisor and its workers, or the one server
     rss = RssSampler(pids, args.warmup_seconds)
     stop_swaps = threading.Event()
@@ -328,6 +333,8 @@ def parse_args() -> argparse.Namespace:
         parser.error("--swap-seconds (and --soak) take one --workers value")
     if args.warmup_seconds is None:
         args.warmup_seconds = args.seconds / 10
+    if args.api == "rest" and any(args.native or []):
+        parser.error("--api rest runs `tfrec serve --native --rest-port`: no native FLAGS")
     if args.load_generator == "native" and (args.api != "grpc" or args.invalid):
         parser.error("--load-generator native sends valid gRPC requests only (no --api rest, "
                      "--invalid or --soak)")
@@ -346,10 +353,11 @@ def read_users(path, loaded, tf) -> list[bytes]:
     return sorted(keys.numpy().tolist())
 
 
-def start_server(base: Path, args, workers: int) -> tuple[subprocess.Popen, str, str]:
-    """`tfrec serve` on free ports in its own process (with REST, for its metrics); returns it,
-    the HOST:PORT to ask and the HOST:PORT of REST."""
-    command = [sys.executable, "-m", "tfrec.cli", "serve", "--model-base", str(base),
+def start_server(base: Path, args, workers: int,
+                 flags: tuple = ()) -> tuple[subprocess.Popen, str, str]:
+    """`tfrec serve [flags]` on free ports in its own process (with REST, for its metrics);
+    returns it, the HOST:PORT to ask and the HOST:PORT of REST."""
+    command = [sys.executable, "-m", "tfrec.cli", "serve", *flags, "--model-base", str(base),
                "--port", "0", "--rest-port", "0",
                "--poll-seconds", "1" if args.swap_seconds else "0",
                "--workers", str(workers), "--threads", str(args.server_threads),

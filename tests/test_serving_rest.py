@@ -255,3 +255,16 @@ def test_query_rest_equals_query_grpc(server, capsys):
     assert capsys.readouterr().err == (
         f"tfrec: error: model server 127.0.0.1:{running.rest_port} answered HTTP 400 for model "
         "'movies': unknown user id 'ghost'\n")
+
+
+def test_rest_gateway_modules_load_no_tensorflow():
+    """`tfrec serve --native --rest-port`'s gateway imports TF Serving's messages, not TF."""
+    import subprocess
+    import sys
+
+    code = ("import sys, tfrec.serving.gateway, tfrec.serving.rest_json; "
+            "print(sorted(m for m in sys.modules if m.startswith('tensorflow.python')))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"

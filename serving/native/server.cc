@@ -12,7 +12,11 @@
 //   so no protobuf C++ library is linked at all.
 //
 // The newest --num-versions versions under --model-base, polled every --poll-seconds (and on
-// SIGHUP) and swapped as tfrec serve does (models.h); no REST, metrics, batching or warm-up.
+// SIGHUP) and swapped as tfrec serve does (models.h). Metrics and the access log as tfrec
+// serve's (monitoring.h): Prometheus text from /tfrec.native.Monitoring/Metrics; a call from
+// this machine with metadata "tfrec-api: rest" is the REST gateway's (tfrec serve --native
+// --rest-port, tfrec/serving/native_backend.py), counted under api="rest" with the REST
+// client's address from "tfrec-peer". No batching or warm-up.
 
 #include <signal.h>
 #include <unistd.h>
@@ -21,6 +25,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -34,6 +39,7 @@
 #include <grpcpp/grpcpp.h>
 
 #include "models.h"
+#include "monitoring.h"
 #include "wire.h"
 
 namespace fs = std::filesystem;
@@ -276,6 +282,14 @@ struct Server {
   mutable std::atomic<int64_t> calls{0}, handler_cpu_ns{0}, tf_cpu_ns{0};
   int64_t max_batch = 1024;
   size_t max_answer_bytes = 16 << 20;
+  Monitor* monitor = nullptr;
+  std::string host;  // the address bound: a peer there is on this machine
+
+  // Whether the newest version has this signature (else its metrics label is "unknown").
+  bool Serves(const std::string& signature) const {
+    std::shared_ptr<const Served> served = store->served();
+    return !served->empty() && served->rbegin()->second->signatures.count(signature);
+  }
 
   void CheckName(const ModelSpec& spec) const {
     if (spec.name != store->name())
@@ -340,7 +354,7 @@ struct Server {
   // GetModelMetadataRequest {1 model_spec, 2 metadata_field} -> GetModelMetadataResponse
   // {1 model_spec, 2 metadata map<string, Any {1 type_url, 2 value}>}: "signature_def", the
   // MetaGraphDef's SignatureDefs as a SignatureDefMap.
-  std::string GetModelMetadata(std::string_view bytes) const {
+  std::string GetModelMetadata(std::string_view bytes, RequestLabels* labels) const {
     wire::Reader request(bytes.data(), bytes.size());
     ModelSpec spec;
     std::vector<std::string> fields;
@@ -348,6 +362,7 @@ struct Server {
       if (request.field == 1) spec = ModelSpec(request.Message());
       else if (request.field == 2) fields.push_back(request.String());
     }
+    labels->model = spec.name;
     if (!request.ok()) Invalid("the request is not a valid GetModelMetadataRequest");
     std::shared_ptr<const Model> model = Resolve(spec);
     if (fields.empty())
@@ -368,11 +383,12 @@ struct Server {
   // GetModelStatusRequest {1 model_spec} -> GetModelStatusResponse {1 model_version_status
   // {1 version, 2 state, 3 status {1 error_code, 2 error_message}}}: the versions seen, newest
   // first (only model_spec.version if given), as tfrec serve answers.
-  std::string GetModelStatus(std::string_view bytes) const {
+  std::string GetModelStatus(std::string_view bytes, RequestLabels* labels) const {
     wire::Reader request(bytes.data(), bytes.size());
     ModelSpec spec;
     while (request.Next())
       if (request.field == 1) spec = ModelSpec(request.Message());
+    labels->model = spec.name;
     if (!request.ok()) Invalid("the request is not a valid GetModelStatusRequest");
     CheckName(spec);
     if (!spec.label.empty()) Invalid("Unrecognized servable version label: " + spec.label);
@@ -398,7 +414,7 @@ struct Server {
   // PredictRequest {1 model_spec, 2 inputs map<string, TensorProto>, 3 output_filter} ->
   // PredictResponse {1 outputs map<string, TensorProto>, 2 model_spec {1 name, 2 version,
   // 3 signature_name}}.
-  std::string Predict(std::string_view bytes) const {
+  std::string Predict(std::string_view bytes, RequestLabels* labels) const {
     wire::Reader request(bytes.data(), bytes.size());
     ModelSpec model_spec;
     std::map<std::string, InputTensor> inputs;
@@ -419,6 +435,8 @@ struct Server {
         filter.push_back(request.String());
       }
     }
+    labels->model = model_spec.name;
+    labels->signature = model_spec.signature_name;
     if (!request.ok()) Invalid("the request is not a valid PredictRequest");
     std::shared_ptr<const Model> held = Resolve(model_spec);  // until the answer is written
     const Model& model = *held;
@@ -557,6 +575,31 @@ static const std::string kService = "/tensorflow.serving.PredictionService/";
 static const std::string kPredict = kService + "Predict";
 static const std::string kMetadata = kService + "GetModelMetadata";
 static const std::string kStatus = "/tensorflow.serving.ModelService/GetModelStatus";
+// tfrec's own: Metrics answers the metrics' Prometheus text (a google.protobuf.BytesValue);
+// Record counts and logs a request that the REST gateway refused itself (labels in metadata:
+// tfrec-method, tfrec-model, tfrec-signature, tfrec-code, tfrec-seconds, tfrec-peer).
+static const std::string kMonitoring = "/tfrec.native.Monitoring/";
+static const std::string kMetrics = kMonitoring + "Metrics";
+static const std::string kRecord = kMonitoring + "Record";
+
+// Whether a gRPC peer ("ipv4:127.0.0.1:5678", "ipv6:[::1]:5678", "ipv6:%5B::1%5D:5678") is on
+// this machine: a loopback address, or `host`, the address this server binds.
+static bool IsLocal(const std::string& peer, const std::string& host) {
+  std::string address = peer.substr(peer.find(':') + 1);
+  address = address.substr(0, address.rfind(':'));
+  for (const char* bracket : {"%5B", "%5D", "[", "]"})
+    for (size_t at; (at = address.find(bracket)) != std::string::npos;)
+      address.erase(at, strlen(bracket));
+  return address.rfind("127.", 0) == 0 || address == "::1" ||
+         address.rfind("::ffff:127.", 0) == 0 || address == host;
+}
+
+static std::string Metadata(grpc::GenericCallbackServerContext* context, const char* key) {
+  const auto& metadata = context->client_metadata();
+  auto found = metadata.find(key);
+  return found == metadata.end() ? std::string()
+                                 : std::string(found->second.data(), found->second.size());
+}
 
 class Call : public grpc::ServerGenericBidiReactor {
  public:
@@ -566,15 +609,28 @@ class Call : public grpc::ServerGenericBidiReactor {
   }
 
   void OnReadDone(bool ok) override {
+    auto started = std::chrono::steady_clock::now();
     if (!ok) {
       Finish(grpc::Status(grpc::StatusCode::INTERNAL, "no request message"));
       return;
     }
     const std::string& method = context_->method();
-    if (method != kPredict && method != kMetadata && method != kStatus) {
+    bool monitoring = method == kMetrics || method == kRecord;
+    if (method != kPredict && method != kMetadata && method != kStatus && !monitoring) {
       Finish(grpc::Status(grpc::StatusCode::UNIMPLEMENTED,
                           method + " is not implemented by tfrec-native-serve; use Predict, "
                           "GetModelMetadata or GetModelStatus (or tfrec serve)"));
+      return;
+    }
+    // The REST gateway tags its calls "tfrec-api: rest" (counted as REST) or "internal" (its
+    // own look-ups: not counted); only a peer on this machine is believed.
+    RequestLabels labels;
+    std::string api = Metadata(context_, "tfrec-api");
+    bool gateway = !api.empty() && IsLocal(context_->peer(), server_->host);
+    if (gateway) labels.api = "rest", labels.peer = Metadata(context_, "tfrec-peer");
+    else if (server_->monitor->logs()) labels.peer = context_->peer();
+    if (monitoring) {
+      Monitoring(method == kMetrics, gateway, &labels);
       return;
     }
     grpc::Slice slice;
@@ -583,6 +639,7 @@ class Call : public grpc::ServerGenericBidiReactor {
       return;
     }
     std::string_view bytes(reinterpret_cast<const char*>(slice.begin()), slice.size());
+    labels.method = method.substr(method.rfind('/') + 1);
     struct Count {  // Predict's CPU, on every way out of this block
       const Server* server;
       int64_t start;
@@ -590,23 +647,62 @@ class Call : public grpc::ServerGenericBidiReactor {
         if (server) server->calls++, server->handler_cpu_ns += ThreadCpuNs() - start;
       }
     } count{method == kPredict ? server_ : nullptr, ThreadCpuNs()};
+    std::string answer;
+    grpc::Status status;
     try {
-      std::string answer = method == kPredict    ? server_->Predict(bytes)
-                           : method == kMetadata ? server_->GetModelMetadata(bytes)
-                                                 : server_->GetModelStatus(bytes);
-      grpc::Slice out(std::move(answer));
-      response_ = grpc::ByteBuffer(&out, 1);
-      StartWriteAndFinish(&response_, grpc::WriteOptions(), grpc::Status::OK);
+      answer = method == kPredict    ? server_->Predict(bytes, &labels)
+               : method == kMetadata ? server_->GetModelMetadata(bytes, &labels)
+                                     : server_->GetModelStatus(bytes, &labels);
     } catch (const RpcError& e) {
-      Finish(grpc::Status(e.code, e.message));
+      status = grpc::Status(e.code, e.message);
     } catch (const std::exception& e) {
-      Finish(grpc::Status(grpc::StatusCode::INTERNAL, std::string("internal error: ") + e.what()));
+      status = grpc::Status(grpc::StatusCode::INTERNAL, std::string("internal error: ") + e.what());
     }
+    if (!(gateway && api == "internal")) {
+      std::chrono::duration<double> seconds = std::chrono::steady_clock::now() - started;
+      server_->monitor->Record(labels, status.error_code(), seconds.count(),
+                               labels.signature.empty() || server_->Serves(labels.signature));
+    }
+    if (status.ok()) Answer(std::move(answer));
+    else Finish(status);
   }
 
   void OnDone() override { delete this; }
 
  private:
+  void Answer(std::string bytes) {
+    grpc::Slice out(std::move(bytes));
+    response_ = grpc::ByteBuffer(&out, 1);
+    StartWriteAndFinish(&response_, grpc::WriteOptions(), grpc::Status::OK);
+  }
+
+  // Metrics: BytesValue {1 value} of the exposition text. Record: the gateway's refusal.
+  void Monitoring(bool metrics, bool gateway, RequestLabels* labels) {
+    if (metrics) {
+      wire::Writer text;
+      text.Bytes(1, server_->monitor->Exposition(server_->store->served()->size()));
+      Answer(std::move(text.bytes));
+      return;
+    }
+    if (!gateway) {
+      Finish(grpc::Status(grpc::StatusCode::PERMISSION_DENIED, "Record is only for the REST "
+                          "gateway of tfrec serve --native, on this machine"));
+      return;
+    }
+    labels->method = Metadata(context_, "tfrec-method");
+    labels->model = Metadata(context_, "tfrec-model");
+    labels->signature = Metadata(context_, "tfrec-signature");
+    int code = Monitor::CodeByName(Metadata(context_, "tfrec-code"));
+    double seconds = atof(Metadata(context_, "tfrec-seconds").c_str());
+    if (code < 0) {
+      Finish(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "tfrec-code is not a status code"));
+      return;
+    }
+    server_->monitor->Record(*labels, code, seconds,
+                             labels->signature.empty() || server_->Serves(labels->signature));
+    Answer(std::string());
+  }
+
   grpc::GenericCallbackServerContext* context_;
   const Server* server_;
   grpc::ByteBuffer request_, response_;
@@ -633,7 +729,8 @@ static void Usage() {
           "on SIGHUP)] [--num-versions N (default 1)] [--max-batch N] [--max-message-mb MB] "
           "[--intra-op-threads N (default 1; 0: TF picks)] [--inter-op-threads N (default -1: "
           "ops run in the calling thread; 0: TF picks)] [--session-config-hex HEX (more of a "
-          "serialized ConfigProto)] [--op-library PATH.so]...\n");
+          "serialized ConfigProto)] [--op-library PATH.so]... "
+          "[--access-log (one line per request on stderr)]\n");
   exit(2);
 }
 
@@ -654,8 +751,13 @@ int main(int argc, char** argv) {
   double poll_seconds = 1.0;
   int64_t max_batch = 1024;
   std::vector<std::string> op_libraries;
+  bool access_log = false;
   for (int i = 1; i < argc; ++i) {
     std::string arg = argv[i];
+    if (arg == "--access-log") {
+      access_log = true;
+      continue;
+    }
     if (i + 1 >= argc) Usage();
     std::string value = argv[++i];
     if (arg == "--model-base") base = value;
@@ -692,6 +794,9 @@ int main(int argc, char** argv) {
   server.store = &store;
   server.max_batch = max_batch;
   server.max_answer_bytes = static_cast<size_t>(max_message_mb) << 20;
+  Monitor monitor(name, access_log);
+  server.monitor = &monitor;
+  server.host = host;
 
   Service service(&server);
   grpc::ServerBuilder builder;

@@ -40,7 +40,8 @@ def register(sub) -> None:
                        "uses 8501; default: no REST; 0 = any free port)")
     serve.add_argument("--access-log", action="store_true",
                        help="log one line per request (peer, API, method, model, signature, "
-                       "status, milliseconds) to the 'tfrec.access' logger")
+                       "status, milliseconds) to the 'tfrec.access' logger (with --native: "
+                       "on stderr, written by tfrec-native-serve)")
     serve.add_argument("--poll-seconds", type=float, default=1.0, metavar="S",
                        help="look for a new version every S seconds (default: %(default)s; "
                        "0 = never)")
@@ -67,9 +68,11 @@ def register(sub) -> None:
                        "(default: %(default)s)")
     serve.add_argument("--native", action="store_true",
                        help="run the C++ front end instead (serving/native, built by `make "
-                       "native`): Predict, GetModelMetadata, GetModelStatus and hot swap as "
-                       "this server; no REST, metrics, batching or workers (see "
-                       "tfrec/serving/native.py); ~2-3x the QPS of this server on 2 cores")
+                       "native`): Predict, GetModelMetadata, GetModelStatus, hot swap, "
+                       "metrics and --access-log as this server; with --rest-port a Python "
+                       "gateway in front of it serves REST, metrics and /healthz; no batching "
+                       "or workers (see tfrec/serving/native.py); ~2-3x the gRPC QPS of this "
+                       "server on 2 cores")
     serve.set_defaults(func=run_serve, light=True)  # the supervisor of --workers needs no TF
 
     query = sub.add_parser(
@@ -104,9 +107,7 @@ def run_serve(args: argparse.Namespace) -> int:
     from tfrec.serving.serve_config import ServeConfig
 
     if args.native:
-        return exec_native(args)
-
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+        _check_native_flags(args)
     config = ServeConfig(
         model_base=args.model_base, model_name=args.model_name, host=args.host,
         port=args.port, rest_port=args.rest_port, access_log=args.access_log,
@@ -116,6 +117,9 @@ def run_serve(args: argparse.Namespace) -> int:
         max_message_mb=args.max_message_mb, workers=args.workers, threads=args.threads,
         grace_seconds=args.grace_seconds,
     )
+    if args.native:
+        return serve_native(config)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     if config.workers > 1:
         from tfrec.serving.supervisor import supervise
 
@@ -126,26 +130,34 @@ def run_serve(args: argparse.Namespace) -> int:
 
 
 # Flags of `tfrec serve` that tfrec-native-serve does not have, with their defaults.
-# (--threads, --grace-seconds and --batch-threads are ignored: it serves with gRPC's threads,
-# a 5 s grace, without merging requests.)
-NATIVE_UNSUPPORTED = {"rest_port": None, "access_log": False, "workers": 1}
+# (--grace-seconds and --batch-threads are ignored: it serves with gRPC's threads, a 5 s
+# grace, without merging requests; --threads sizes only the REST gateway's pool.)
+NATIVE_UNSUPPORTED = {"workers": 1}
 
 
-def exec_native(args: argparse.Namespace) -> int:
-    """Replaces this process with tfrec-native-serve (signals and exit code are its own)."""
-    import os
-
+def _check_native_flags(args: argparse.Namespace) -> None:
     from tfrec.errors import TfrecError
-    from tfrec.serving import native
 
     changed = [f"--{name.replace('_', '-')}" for name, default in NATIVE_UNSUPPORTED.items()
                if getattr(args, name) != default]
     if changed:
         raise TfrecError(f"tfrec serve --native does not support {', '.join(changed)}; leave "
                          "them out or serve without --native.")
-    line = native.command(args.model_base, args.model_name, args.host, args.port,
-                          args.max_batch, args.max_message_mb, args.poll_seconds,
-                          args.num_versions)
+
+
+def serve_native(config) -> int:
+    """tfrec-native-serve in place of this process (signals and exit code are its own), or,
+    with --rest-port, as the child of the REST gateway (gateway)."""
+    import os
+
+    from tfrec.serving import native
+
+    if config.rest_port is not None:
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+        from tfrec.serving.gateway import run
+
+        return run(config)
+    line = native.serve_command(config)
     os.execv(line[0], line)
     return 1  # not reached
 

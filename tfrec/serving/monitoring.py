@@ -9,6 +9,8 @@ Metrics, in a registry of their own per server (exposed at TF Serving's path
                                                                 one TF call (server-side batching)
 Label values come from a closed set (the served model's name and signatures, else "unknown"), so
 hostile requests naming random models or signatures cannot grow the registry.
+tfrec-native-serve (`tfrec serve --native`) counts the first three with the same names, labels
+and buckets itself (serving/native/monitoring.h).
 
 With several worker processes (supervisor), each worker counts in files under the folder
 PROMETHEUS_MULTIPROC_DIR names (prometheus_client's multiprocess mode), and any worker's

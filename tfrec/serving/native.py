@@ -15,8 +15,10 @@ absl: with TF's framework library private (RTLD_LOCAL) their calls bound to thei
 e.g. the trimmer kernel's Map<string, AttrValue>::at, whose absl hash seed (the address of a
 static) is not TF's, so it looked for attr "N" in the wrong bucket of the NodeDef TF had
 built and aborted the process ("key not found: N") whenever the two seeds picked different
-buckets (most runs). It does not (yet) do: REST, metrics, access log, server-side batching,
-warm-up replay or --workers. It has no contract_checks of its own: an unknown id, k out of
+buckets (most runs). Metrics (as monitoring.py's, from /tfrec.native.Monitoring/Metrics) and
+--access-log (on stderr) are its own; with --rest-port it runs as the child of a Python REST
+gateway (gateway, native_backend), which tags its calls so that they count under api="rest".
+It does not (yet) do: server-side batching, warm-up replay or --workers. It has no contract_checks of its own: an unknown id, k out of
 range or an empty history row is refused by the graph (same code and words); so a request
 that is both oversized and bad gets RESOURCE_EXHAUSTED here where tfrec serve says
 INVALID_ARGUMENT. A load error in GetModelStatus is TensorFlow's C++ loader's words, not
@@ -87,7 +89,8 @@ def op_libraries() -> list[Path]:
 
 def command(model_base: Path | str, model_name: str | None = None, host: str = "127.0.0.1",
             port: int = 8500, max_batch: int = 1024, max_message_mb: int = 16,
-            poll_seconds: float = 1.0, num_versions: int = 1) -> list[str]:
+            poll_seconds: float = 1.0, num_versions: int = 1,
+            access_log: bool = False) -> list[str]:
     """The command line that starts tfrec-native-serve (TfrecError if it is not built)."""
     path = binary()
     if not path.is_file():
@@ -101,4 +104,13 @@ def command(model_base: Path | str, model_name: str | None = None, host: str = "
         line += ["--model-name", model_name]
     for library in op_libraries():
         line += ["--op-library", str(library)]
+    if access_log:
+        line.append("--access-log")
     return line
+
+
+def serve_command(config) -> list[str]:
+    """`command` for the ServeConfig of `tfrec serve --native`."""
+    return command(config.model_base, config.model_name, config.host, config.port,
+                   config.max_batch, config.max_message_mb, config.poll_seconds,
+                   config.num_versions, config.access_log)

@@ -41,11 +41,10 @@ from tfrec.serving import batching, tensors  # noqa: E402
 from tfrec.serving.batching import Batcher  # noqa: E402
 from tfrec.serving.model_store import ModelStore, Servable, Signature  # noqa: E402
 from tfrec.serving.monitoring import Monitor  # noqa: E402
+from tfrec.serving.protos import DEFAULT_SIGNATURE, SIGNATURE_DEF_FIELD  # noqa: E402
 
 log = logging.getLogger("tfrec.serving")
 
-DEFAULT_SIGNATURE = "serving_default"
-SIGNATURE_DEF_FIELD = "signature_def"
 MAX_ELEMENTS = 1 << 24  # per input tensor: a shape may not claim more values than this
 _GRPC_CODES = {code.value[0]: code for code in grpc.StatusCode}
 

@@ -39,6 +39,7 @@ from tfrec.serving.predict_service import (  # noqa: E402
     warm_up,
 )
 from tfrec.serving.rest import RestApp, RestServer  # noqa: E402
+from tfrec.serving.rest_store import StoreBackend  # noqa: E402
 
 log = logging.getLogger("tfrec.serving")
 
@@ -89,7 +90,8 @@ class ModelServer:
             raise TfrecError(f"cannot listen on {address}: the port is in use or the host is "
                              "not an address of this machine.")
         if config.rest_port is not None:
-            app = RestApp(self.store, self.monitor, config.max_batch, limit, self.batcher)
+            app = RestApp(StoreBackend(self.store, self.monitor, config.max_batch, limit,
+                                       self.batcher), limit)
             try:
                 shared = shared_socket(config.host, config.rest_port) if self.reuse_port else None
                 self._rest = RestServer(app, config.host, config.rest_port, config.threads, limit,

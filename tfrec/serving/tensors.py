@@ -2,16 +2,15 @@
 
 Strings go through `string_val` and numbers through `tensor_content` (raw little-endian bytes),
 which is what `tf.make_tensor_proto` produces and what `tf.make_ndarray` reads, only without
-their per-call checks.
+their per-call checks. TensorFlow is imported only for the other cases (the REST gateway of
+`tfrec serve --native` never meets them: tfrec-native-serve answers in these two forms).
 """
+
+import functools
 
 import numpy as np
 
-from tfrec.tf_setup import import_tf
-
-tf = import_tf()  # Keras 2 and a quiet start-up, before any tensorflow import
-
-from tensorflow.core.framework import tensor_pb2, types_pb2  # noqa: E402
+from tfrec.serving.protos import tensor_pb2, types_pb2
 
 
 _NUMPY = {
@@ -35,7 +34,7 @@ def to_numpy(proto: tensor_pb2.TensorProto) -> np.ndarray:
             return array.reshape(shape)
     elif proto.dtype in _NUMPY and proto.tensor_content:
         return np.frombuffer(proto.tensor_content, dtype=_NUMPY[proto.dtype]).reshape(shape)
-    return tf.make_ndarray(proto)  # scalars in int_val, repeated-last-value fills, ...
+    return _tf().make_ndarray(proto)  # scalars in int_val, repeated-last-value fills, ...
 
 
 def to_proto(array: np.ndarray) -> tensor_pb2.TensorProto:
@@ -50,7 +49,7 @@ def fill(proto: tensor_pb2.TensorProto, array: np.ndarray) -> None:
     kind = array.dtype.kind
     dtype = types_pb2.DT_STRING if kind in "OSU" else _PROTO.get(array.dtype)
     if dtype is None:
-        proto.CopyFrom(tf.make_tensor_proto(array))
+        proto.CopyFrom(_tf().make_tensor_proto(array))
         return
     proto.dtype = dtype
     dims = proto.tensor_shape.dim
@@ -62,3 +61,10 @@ def fill(proto: tensor_pb2.TensorProto, array: np.ndarray) -> None:
     else:
         proto.tensor_content = np.ascontiguousarray(
             array, array.dtype.newbyteorder("<")).tobytes()
+
+
+@functools.cache
+def _tf():
+    from tfrec.tf_setup import import_tf
+
+    return import_tf()
