@@ -40,6 +40,20 @@ def expected_top(path: Path) -> dict:
     return {u: [s.decode() for s in row] for u, row in zip(USERS, out)}
 
 
+def wait_for_answers(answers: list, version: int, clients: int, each: int = 10,
+                     seconds: float = 60.0) -> None:
+    """Waits until each of `clients` has `each` answers (index, version, ok) from `version`
+    (time-based waits made too few answers on a loaded machine)."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        counts = [0] * clients
+        for index, v, _ in list(answers):
+            counts[index] += v == version
+        if min(counts) >= each:
+            return
+        time.sleep(0.05)
+
+
 def test_hot_swap_under_concurrent_load(tmp_path):
     base, staging = tmp_path / MODEL, tmp_path / "staging"
     v1 = export_model(small(seed=1), base, version=1)
@@ -51,7 +65,7 @@ def test_hot_swap_under_concurrent_load(tmp_path):
     with ModelServer(config) as server:
         address = f"127.0.0.1:{server.port}"
         stop = threading.Event()
-        errors, answers = [], []  # answers: (thread, time, version, user, ok)
+        errors, answers = [], []  # answers: (thread, version, ok)
 
         def client(index: int) -> None:
             rng = np.random.default_rng(index)
@@ -66,19 +80,14 @@ def test_hot_swap_under_concurrent_load(tmp_path):
                         continue
                     version = response.model_spec.version.value
                     items = [s.decode() for s in response.outputs["item_ids"].string_val]
-                    answers.append((index, time.monotonic(), version,
-                                    items == expected[version][user]))
+                    answers.append((index, version, items == expected[version][user]))
 
         threads = [threading.Thread(target=client, args=(i,)) for i in range(4)]
         for t in threads:
             t.start()
-        time.sleep(1.0)
+        wait_for_answers(answers, 1, clients=4)
         (staging / "2").rename(base / "2")  # the new version appears atomically
-        swapped_at = time.monotonic()
-        deadline = swapped_at + 30
-        while server.store.get().version != 2 and time.monotonic() < deadline:
-            time.sleep(0.05)
-        time.sleep(1.0)  # keep the load on after the swap
+        wait_for_answers(answers, 2, clients=4)  # the load stays on after the swap
         stop.set()
         for t in threads:
             t.join()
@@ -86,10 +95,9 @@ def test_hot_swap_under_concurrent_load(tmp_path):
 
     assert errors == []
     assert all(ok for *_, ok in answers), "an answer differs from its version's SavedModel"
-    versions = [v for _, _, v, _ in answers]
-    assert versions.count(1) > 20 and versions.count(2) > 20
-    for index in range(4):  # per client: once on version 2, never back to version 1
-        seq = [v for i, _, v, _ in answers if i == index]
+    for index in range(4):  # per client: both versions, once on 2 never back to 1
+        seq = [v for i, v, _ in answers if i == index]
+        assert seq.count(1) >= 10 and seq.count(2) >= 10
         assert seq == sorted(seq) and seq[-1] == 2
     assert statuses == {2: AVAILABLE, 1: END}
 
