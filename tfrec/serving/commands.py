@@ -137,12 +137,14 @@ def exec_native(args: argparse.Namespace) -> int:
 
     from tfrec.errors import TfrecError
     from tfrec.serving import native
+    from tfrec.serving.model_base import servable_versions
 
     changed = [f"--{name.replace('_', '-')}" for name, default in NATIVE_UNSUPPORTED.items()
                if getattr(args, name) != default]
     if changed:
         raise TfrecError(f"tfrec serve --native does not support {', '.join(changed)}; leave "
                          "them out or serve without --native.")
+    servable_versions(Path(args.model_base))  # the native server's check, without TF's log lines
     line = native.command(args.model_base, args.model_name, args.host, args.port,
                           args.max_batch, args.max_message_mb, args.poll_seconds,
                           args.num_versions)
