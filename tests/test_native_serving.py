@@ -358,12 +358,14 @@ def test_hot_swap_under_concurrent_load(tmp_path):
     threads = [threading.Thread(target=client, args=(i,)) for i in range(4)]
     for t in threads:
         t.start()
-    time.sleep(0.5)
+    def wait_for_answers(version):  # more than 10 of `version` (not a fixed time: under load)
+        deadline = time.monotonic() + 60
+        while [v for _, v, _ in answers].count(version) <= 10 and time.monotonic() < deadline:
+            time.sleep(0.05)
+
+    wait_for_answers(1)
     (staging / "2").rename(base / "2")
-    deadline = time.monotonic() + 60
-    while not any(v == 2 for _, v, _ in answers[-8:]) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    time.sleep(0.5)
+    wait_for_answers(2)
     stop.set()
     for t in threads:
         t.join()
