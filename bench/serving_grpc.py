@@ -12,13 +12,15 @@ Stages:
      users, back to back, for T seconds (a gRPC client builds each distinct request once, so
      its CPU goes to the calls). With `--invalid F` a fraction F of the requests are
      bad ones (unknown user, k = 0, a number as user id, an unknown signature, and 1,024 rows x
-     k = all items, whose answer is above the message limit) that must be refused;
+     k = all items, whose answer is above the message limit) that must be refused (over gRPC:
+     with their code, EXPECTED_CODES);
      `--swap-seconds S` copies a new version in every S s and removes the oldest (the server
      polls every second). `--load-generator native` sends the same kind of requests (one per
      user, serialised here, each client going round them) from tfrec-native-load instead (the
      C++ load generator of serving/native, `make native`: N threads, one connection each
-     unless `--load-channels shared`), so the clients' CPU leaves more of the 2 cores to the
-     server; it sends valid requests only (no `--invalid`) over gRPC only. The server's RSS
+     unless `--load-channels shared`; with `--invalid`, one bad request per user as well, of
+     each kind in turn), so the clients' CPU leaves more of the 2 cores to the server; over
+     gRPC only. The server's RSS
      is sampled every second: after `--warmup-seconds` (warm), at each minute and at the end;
      the merged TF calls are read from its metrics;
   5. stop the server (SIGTERM, expect exit 0) (with `--workers 1,2,...`, stages 3-5 again for
@@ -64,6 +66,8 @@ import numpy as np
 
 BAD_KINDS = ("unknown user", "k = 0", "number as user id", "unknown signature",
              "answer above the limit")
+EXPECTED_CODES = dict.fromkeys(BAD_KINDS, "INVALID_ARGUMENT") | {
+    "answer above the limit": "RESOURCE_EXHAUSTED"}  # gRPC status of each kind of bad request
 
 
 def main() -> int:
@@ -245,7 +249,8 @@ def report(label: str, remote: dict, floor: dict, args) -> dict:
           f"p99 x{ratios['p99']:.2f}")
     if args.invalid:
         print(f"bad requests: {remote['bad_requests']} sent, {remote['bad_accepted']} wrongly "
-              f"answered; failed valid requests: {remote['errors']}")
+              f"answered (OK, or over gRPC another code); failed valid requests: "
+              f"{remote['errors']}")
     batching = (f"{remote['tf_calls']} TF calls, {remote['requests_per_tf_call']:.2f} requests "
                 "per call" if remote["tf_calls"] else "off")
     print(f"CPU per request: server {remote['server_cpu_ms_per_request']:.2f} ms, clients "
@@ -335,9 +340,8 @@ def parse_args() -> argparse.Namespace:
         args.warmup_seconds = args.seconds / 10
     if args.api == "rest" and any(args.native or []):
         parser.error("--api rest runs `tfrec serve --native --rest-port`: no native FLAGS")
-    if args.load_generator == "native" and (args.api != "grpc" or args.invalid):
-        parser.error("--load-generator native sends valid gRPC requests only (no --api rest, "
-                     "--invalid or --soak)")
+    if args.load_generator == "native" and args.api != "grpc":
+        parser.error("--load-generator native sends gRPC requests only (no --api rest)")
     return args
 
 
@@ -519,7 +523,7 @@ def load_average() -> str:
 
 def run_clients(address: str, model: str, users: list[bytes], num_items: int, args) -> dict:
     if args.load_generator == "native":
-        return run_native_clients(address, model, users, args)
+        return run_native_clients(address, model, users, num_items, args)
     ctx = mp.get_context("spawn")
     processes = max(1, min(args.client_processes, args.clients))
     barrier = ctx.Barrier(processes + 1)
@@ -550,20 +554,32 @@ def run_clients(address: str, model: str, users: list[bytes], num_items: int, ar
                 bad_requests=total["bad"], bad_accepted=total["accepted"], client_cpu=cpu)
 
 
-def run_native_clients(address: str, model: str, users: list[bytes], args) -> dict:
-    """tfrec-native-load's N clients against `address`, on one request per user (k = --k):
-    the figures of run_clients."""
+def run_native_clients(address: str, model: str, users: list[bytes], num_items: int,
+                       args) -> dict:
+    """tfrec-native-load's N clients against `address`, on one request per user (k = --k)
+    and, with --invalid, one bad request per user (the kinds in turn): the figures of
+    run_clients."""
+    import grpc
+
     from tfrec.serving import native
 
+    kinds = [BAD_KINDS[i % len(BAD_KINDS)] for i in range(len(users))]
     with tempfile.TemporaryDirectory(prefix="tfrec-load-") as tmp:
         path = native.write_requests(Path(tmp) / "requests.bin", [
             predict_request(model, user, args.k, None, 0).SerializeToString() for user in users])
-        out = native.run_load(address, path, args.clients, args.seconds, args.load_channels)
-    return {"requests": out["requests"] - out["failures"], "errors": out["failures"],
+        bad = native.write_requests(Path(tmp) / "bad.bin", [
+            predict_request(model, user, args.k, kind, num_items).SerializeToString()
+            for user, kind in zip(users, kinds)],
+            [grpc.StatusCode[EXPECTED_CODES[kind]].value[0] for kind in kinds])
+        out = native.run_load(address, path, args.clients, args.seconds, args.load_channels,
+                              args.invalid, bad)
+    bad_accepted = out["invalid"] - out["refused"]  # answered OK or with another code
+    errors = out["failures"] - bad_accepted
+    return {"requests": out["requests"] - out["invalid"] - errors, "errors": errors,
             "seconds": out["seconds"], "qps": out["qps"], "p50_ms": out["p50_ms"],
             "p95_ms": out["p95_ms"], "p99_ms": out["p99_ms"],
-            "first_error": out["first_failure"], "bad_requests": 0, "bad_accepted": 0,
-            "client_cpu": out["cpu_seconds"]}
+            "first_error": out["first_failure"], "bad_requests": out["invalid"],
+            "bad_accepted": bad_accepted, "client_cpu": out["cpu_seconds"]}
 
 
 def client_process(address, model, users, threads, options, barrier, results, seed):
@@ -590,7 +606,7 @@ def client_process(address, model, users, threads, options, barrier, results, se
             error = c.call(user, options["k"], bad)
             if bad is not None:
                 mine["bad"] += 1
-                mine["accepted"] += error is None
+                mine["accepted"] += not c.refused(bad, error)
             elif error is None:
                 mine["lat"].append(time.perf_counter() - t0)
             else:
@@ -638,6 +654,11 @@ class GrpcCaller:
         except self._grpc.RpcError as e:
             return f"{e.code().name}: {e.details()}"
 
+    @staticmethod
+    def refused(bad: str, error: str | None) -> bool:
+        """Whether the bad request `bad` got its code."""
+        return error is not None and error.startswith(EXPECTED_CODES[bad] + ":")
+
 
 def predict_request(model: str, user: bytes, k: int, bad: str | None, num_items: int):
     """The PredictRequest of a top-k request for `user` (or of the bad request `bad`)."""
@@ -672,6 +693,11 @@ class RestCaller:
             body["signature_name"] = "nope"
         answer = self._session.post(self._url, json=body, timeout=30)
         return None if answer.status_code == 200 else f"HTTP {answer.status_code}: {answer.text}"
+
+    @staticmethod
+    def refused(bad: str, error: str | None) -> bool:
+        """Whether the bad request `bad` was refused (any HTTP error)."""
+        return error is not None
 
 
 def bad_inputs(user: bytes, k: int, bad: str | None, num_items: int):

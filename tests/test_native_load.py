@@ -1,16 +1,18 @@
 """tfrec-native-load (serving/native/loadgen.cc, the bench's native load generator) against
-tfrec-native-serve for ~1 s: good requests all answered, bad ones all counted as failures.
-Skipped when the binaries are not built (make native)."""
+tfrec-native-serve for ~1 s: good requests all answered, bad ones all counted as failures; a
+known mix of good and bad requests (--calls, --invalid) counted exactly. Skipped when the
+binaries are not built (make native)."""
 
 import subprocess
 
+import numpy as np
 import pytest
 
 from tfrec.export.synthetic import random_artifacts
 from tfrec.export.versions import export_model
 from tfrec.serving import native
 
-from test_serving_grpc import CASES, MODEL, request
+from test_serving_grpc import CASES, MODEL, k, request
 
 pytestmark = pytest.mark.skipif(
     not (native.binary().is_file() and native.load_binary().is_file()),
@@ -49,3 +51,23 @@ def test_bad_requests_are_all_failures(target, tmp_path):
     assert result["failures"] == result["requests"]
     assert result["first_failure"].startswith("3: ")  # INVALID_ARGUMENT
     assert result["qps"] == 0
+
+
+def test_a_known_mix_of_bad_requests_is_counted_exactly(target, tmp_path):
+    good = request("serving_default", **CASES["serving_default"]).SerializeToString()
+    bad = [  # (request, the code it must get): refused, refused, answered OK, another code
+        (b"not a PredictRequest", 3),  # INVALID_ARGUMENT
+        (request(user_id=np.array([b"u1"]), k=k(0)).SerializeToString(), 3),
+        (good, 3),
+        (request(name="nope", **CASES["serving_default"]).SerializeToString(), 3),  # NOT_FOUND
+    ]
+    good_path = native.write_requests(tmp_path / "good.bin", [good])
+    bad_path = native.write_requests(tmp_path / "bad.bin", *map(list, zip(*bad)))
+    result = native.run_load(target, good_path, clients=2, calls=30, invalid=0.2,
+                             invalid_file=bad_path)
+    # 6 bad calls per client, spread evenly; client 0 goes round the bad list from its first
+    # request (refused: 0 1 0 1), client 1 from its third (refused: 0 1)
+    assert (result["requests"], result["invalid"], result["refused"]) == (60, 12, 6)
+    assert result["failures"] == 12 - 6  # the good calls are all answered
+    assert "answered" in result["first_failure"] and "(expected 3)" in result["first_failure"]
+    assert result["qps"] > 0 and 0 < result["p50_ms"] <= result["p99_ms"]  # of the 48 good

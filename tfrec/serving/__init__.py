@@ -1,6 +1,7 @@
 """Serving a tfrec SavedModel with TF Serving's gRPC and REST APIs (`tfrec serve`), querying it.
 
 Modules, from the disk to the wire:
+  model_base      a model base's version folders and the check before serving (no TensorFlow)
   model_store     version folders -> the loaded newest versions; polling, hot swap, unloading
   contract_checks a tfrec model's request checks (unknown ids, k range) made before the graph
   tensors         TensorProto <-> numpy on the hot path

@@ -151,7 +151,9 @@ def serve_native(config) -> int:
     import os
 
     from tfrec.serving import native
+    from tfrec.serving.model_base import servable_versions
 
+    servable_versions(config.model_base)  # the native server's check, without TF's log lines
     if config.rest_port is not None:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
         from tfrec.serving.gateway import run

@@ -32,6 +32,7 @@ from typing import Callable
 from tfrec.errors import TfrecError
 from tfrec.serving.contract_checks import ContractChecks
 from tfrec.serving.errors import not_found
+from tfrec.serving.model_base import ready_versions, servable_versions
 from tfrec.tf_setup import import_tf
 
 tf = import_tf()  # Keras 2 and a quiet start-up, before any tensorflow import
@@ -184,14 +185,7 @@ class ModelStore:
 
     def load_initial(self) -> Servable:
         """Loads the newest version(s), or raises TfrecError saying why nothing can be served."""
-        if not self.base.is_dir():
-            raise TfrecError(f"model base {self.base} is not a folder.")
-        versions = ready_versions(self.base)
-        if not versions:
-            raise TfrecError(
-                f"model base {self.base} has no version folder (an integer name holding a "
-                "saved_model.pb), e.g. written by `tfrec export`."
-            )
+        versions = servable_versions(self.base)
         newest = max(versions)
         try:
             servable = self._load(newest, versions[newest])
@@ -369,20 +363,6 @@ def _libc():
 
 
 _LIBC = _libc()
-
-
-def ready_versions(base: Path) -> dict[int, Path]:
-    """{version: folder} of the integer-named subfolders of `base` that hold a saved_model.pb."""
-    found = {}
-    try:
-        children = list(base.iterdir())
-    except FileNotFoundError:
-        return found
-    for child in children:
-        name = child.name
-        if name.isascii() and name.isdigit() and (child / "saved_model.pb").is_file():
-            found[int(name)] = child
-    return found
 
 
 def folder_identity(path: Path) -> tuple:

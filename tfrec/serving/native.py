@@ -48,20 +48,27 @@ def load_binary() -> Path:
     return binary().with_name("tfrec-native-load")
 
 
-def write_requests(path: Path, requests: list[bytes]) -> Path:
+def write_requests(path: Path, requests: list[bytes], codes: list[int] | None = None) -> Path:
     """Writes serialised requests as tfrec-native-load reads them: each after its length (4
-    bytes, little-endian)."""
-    Path(path).write_bytes(b"".join(struct.pack("<I", len(r)) + r for r in requests))
+    bytes, little-endian); bad ones (`codes`) also after the status code each must get."""
+    heads = [struct.pack("<I", code) for code in codes] if codes else [b""] * len(requests)
+    Path(path).write_bytes(b"".join(
+        head + struct.pack("<I", len(r)) + r for head, r in zip(heads, requests)))
     return Path(path)
 
 
 def run_load(target: str, requests_file: Path, clients: int = 8, seconds: float = 10.0,
-             channels: str = "own") -> dict:
-    """Runs tfrec-native-load against HOST:PORT `target`: its JSON (requests answered in the
-    timed window, failures among them, qps, p50_ms / p95_ms / p99_ms of the OK ones,
-    cpu_seconds, first_failure)."""
+             channels: str = "own", invalid: float = 0.0, invalid_file: Path | None = None,
+             calls: int = 0) -> dict:
+    """Runs tfrec-native-load against HOST:PORT `target` (a fraction `invalid` of the calls from
+    `invalid_file`; `calls` per client instead of `seconds` if given): its JSON (calls answered
+    in the timed window, `invalid` ones among them, those `refused` with their code, failures,
+    qps, p50_ms / p95_ms / p99_ms of the OK good ones, cpu_seconds, first_failure)."""
     command = [str(load_binary()), "--target", target, "--requests", str(requests_file),
-               "--clients", str(clients), "--seconds", str(seconds), "--channels", channels]
+               "--clients", str(clients), "--seconds", str(seconds), "--channels", channels,
+               "--calls", str(calls)]
+    if invalid:
+        command += ["--invalid", repr(invalid), "--invalid-requests", str(invalid_file)]
     done = subprocess.run(command, capture_output=True, text=True, timeout=seconds + 120)
     if done.returncode:
         raise TfrecError(f"tfrec-native-load failed (exit {done.returncode}): {done.stderr}")

@@ -9,7 +9,7 @@ from tfrec.evaluate.harness import evaluate
 from tfrec.evaluate.scoring import embedding_score_fn
 from tfrec.model.inputs import feature_vocabularies
 from tfrec.train.blend import check_blend_size, fit_blend
-from tfrec.train.prepare import Prepared, prepare
+from tfrec.train.prepare import Prepared, prepare, prepare_graph, with_model_graph
 from tfrec.train.recency_prior import fit_prior, with_prior
 from tfrec.train.run_dir import RunDir
 
@@ -69,8 +69,9 @@ def _train(schema: str, config: Config, run: RunDir, progress: bool, log,
         from tfrec.train.distribute import make_strategy
 
         make_strategy(config.train.strategy, config.train.shard_bytes)  # before any op
-    prepared = prepare(schema, config, progress)
-    _check_validation_split(prepared, config)
+    base = prepare_graph(schema, config)
+    _check_validation_split(base, config)  # before the text embeddings, the costly part
+    prepared = with_model_graph(base, config, progress)
     features = feature_vocabularies(prepared.graph, prepared.data.schema)
     if warm is not None:
         warm.map(prepared.data.node_ids, features)
