@@ -162,9 +162,9 @@ def serve_phase(base: Path, name: str, users: list[bytes], num_items: int, args,
         server, address, rest = start_server(base, args, workers)
     pids = process_tree(server.pid)  # the supervisor and its workers, or the one server
     rss = RssSampler(pids, args.warmup_seconds)
-    stop_swaps = threading.Event()
+    stop_swaps, swapped = threading.Event(), []
     swapper = threading.Thread(target=swap_versions, args=(
-        base, args.swap_seconds, stop_swaps), daemon=True)
+        base, args.swap_seconds, stop_swaps, swapped), daemon=True)
     try:
         server_cpu, server_threads = cpu_seconds(pids), thread_cpu_seconds(pids)
         rss.start()
@@ -172,6 +172,10 @@ def serve_phase(base: Path, name: str, users: list[bytes], num_items: int, args,
             swapper.start()
         remote = run_clients(address, name, users, num_items, args)
         stop_swaps.set()
+        if args.swap_seconds:
+            swapper.join()
+            remote["swaps"] = len(swapped)
+            remote["served_at_end"] = served_after_swaps(address, name, args.api, swapped)
         requests = max(remote["requests"] + remote["bad_requests"], 1)
         remote["server_cpu_ms_per_request"] = (
             (cpu_seconds(pids) - server_cpu) * 1e3 / requests)
@@ -265,6 +269,9 @@ def report(label: str, remote: dict, floor: dict, args) -> dict:
           f"{remote['rss_warm_mib']:.0f}, end {remote['rss_end_mib']:.0f}, max "
           f"{remote['rss_max_mib']:.0f} (growth after warm-up "
           f"{remote['rss_growth_after_warmup']:+.1%})")
+    if "swaps" in remote:
+        print(f"versions swapped in: {remote['swaps']}; AVAILABLE at the end: "
+              f"{remote['served_at_end']}")
     if remote["rss_by_minute_mib"]:
         print("server RSS MiB at each minute: " + " ".join(
             f"{mib:.0f}" for mib in remote["rss_by_minute_mib"]))
@@ -409,17 +416,42 @@ def batch_sizes(rest: str) -> tuple[int, float]:
     return int(total["count"]), total["sum"] / max(total["count"], 1)
 
 
-def swap_versions(base: Path, every: float, stop: threading.Event) -> None:
-    """Every `every` s: copy the newest version in as the next number, drop all but the
-    newest two (the newest is read from `base` each time: an earlier phase may have swapped)."""
+def swap_versions(base: Path, every: float, stop: threading.Event, swapped: list) -> None:
+    """Every `every` s: copy the newest version in as the next number (appended to `swapped`),
+    drop all but the newest two (the newest is read from `base` each time: an earlier phase may
+    have swapped)."""
     while not stop.wait(every):
         versions = sorted(int(p.name) for p in base.iterdir() if p.name.isdigit())
         newest = versions[-1]
         staging = base / f".bench-{newest + 1}"
         shutil.copytree(base / str(newest), staging)
         os.rename(staging, base / str(newest + 1))
+        swapped.append(newest + 1)
         for old in versions[:-1]:
             shutil.rmtree(base / str(old), ignore_errors=True)
+
+
+def served_after_swaps(address: str, name: str, api: str, swapped: list[int]) -> list[int]:
+    """The versions the server reports AVAILABLE once it has had 5 s (its poll is 1 s) to
+    load the last one swapped in."""
+    import requests
+    from tensorflow_serving.apis import get_model_status_pb2
+
+    from tfrec.serving.client import ServingClient
+
+    deadline = time.monotonic() + 5
+    while True:
+        if api == "rest":
+            status = requests.get(f"http://{address}/v1/models/{name}", timeout=10).json()
+            served = [int(s["version"]) for s in status["model_version_status"]
+                      if s["state"] == "AVAILABLE"]
+        else:
+            with ServingClient(address) as client:
+                served = [s.version for s in client.status(name)
+                          if s.state == get_model_status_pb2.ModelVersionStatus.AVAILABLE]
+        if not swapped or swapped[-1] in served or time.monotonic() > deadline:
+            return sorted(served)
+        time.sleep(0.2)
 
 
 class RssSampler:
