@@ -98,3 +98,24 @@ def test_members_refuse_a_warm_start(tmp_path):
     with pytest.raises(TfrecError, match="warm-start a run with members = 1"):
         train(TINY, _config(members=2), str(tmp_path / "new"), progress=False,
               log=lambda s: None, warm_start=str(tmp_path / "old"))
+
+
+@pytest.mark.parametrize("values, message", [
+    ({"model": {"kind": "popularity", "members": 2}}, "has nothing to train"),
+    ({"model": {"members": 0}}, "model.members"),
+])
+def test_config_refuses_members_it_cannot_train(values, message):
+    with pytest.raises(TfrecError, match=message):
+        config_from_dict(values)
+
+
+@pytest.mark.parametrize("values, message", [
+    ({"train": {"strategy": "mirrored"}}, "one after another on one device"),
+    ({"text": {"mode": "finetune"}}, "fine-tune one shared text encoder"),
+])
+def test_members_refuse_a_distributed_or_finetuned_training(values, message):
+    from tfrec.train.members import check_members
+
+    check_members(config_from_dict(values), None)  # one member: anything goes
+    with pytest.raises(TfrecError, match=message):
+        check_members(config_from_dict({**values, "model": {"members": 3}}), None)
