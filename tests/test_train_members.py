@@ -119,3 +119,22 @@ def test_members_refuse_a_distributed_or_finetuned_training(values, message):
     check_members(config_from_dict(values), None)  # one member: anything goes
     with pytest.raises(TfrecError, match=message):
         check_members(config_from_dict({**values, "model": {"members": 3}}), None)
+
+
+def test_search_trials_train_one_member_and_best_toml_keeps_the_base_members(tmp_path):
+    from types import SimpleNamespace
+
+    from keras_tuner.engine.trial import TrialStatus
+
+    from tfrec.search.leaderboard import best_config, write_best
+    from tfrec.search.space import trial_config
+
+    base = config_from_dict({"model": {"members": 3}})
+    assert trial_config(base, {"dim": 32}).model.members == 1
+    trial = SimpleNamespace(trial_id="07", status=TrialStatus.COMPLETED,
+                            hyperparameters=SimpleNamespace(values={"dim": 32}))
+    oracle = SimpleNamespace(get_best_trials=lambda n: [trial])
+    trial_id, best = best_config(base, oracle)
+    assert (trial_id, best.model.dim, best.model.members) == ("07", 32, 3)
+    write_best(tmp_path / "best.toml", trial_id, best, 0.3, "ndcg@20")
+    assert "model.members = 3" in (tmp_path / "best.toml").read_text()
