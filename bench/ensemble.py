@@ -182,8 +182,9 @@ def print_tables(rows: dict, members: dict, metric: str) -> None:
             best_k[k] = (k, scale)
     for k, choice in sorted(best_k.items()):
         m = means[choice]
-        print(f"  K={k}: scale {choice[1]}: mean valid {m[key]:.4f}, mean test "
-              f"{m[key.replace('valid', 'test')]:.4f}")
+        others = ", ".join(f"{s} {means[(kk, s)][key]:.5f}" for (kk, s) in means if kk == k)
+        print(f"  K={k}: scale {choice[1]}: mean valid {m[key]:.5f}, mean test "
+              f"{m[key.replace('valid', 'test')]:.4f}  (valid by scale: {others})")
     if best_k:
         final = max(best_k.values(), key=lambda c: means[c][key])
         print(f"  chosen: K={final[0]} {final[1]}")
