@@ -250,7 +250,8 @@ def main() -> int:
     for t in range(3):
         folder = out / f"point{t}"
         write_point(folder, t, inter)
-        config = {**base, "model": {**base.get("model", {}), "kind": args.kind},
+        # one training: a warm start continues one model (model.members > 1 is refused there)
+        config = {**base, "model": {**base.get("model", {}), "kind": args.kind, "members": 1},
                   "train": {**base.get("train", {}), "epochs": args.epochs,
                             "patience": args.patience},
                   "split": {"method": "files", "split_dir": str(folder / "splits")}}

@@ -96,9 +96,11 @@ def append_result(path: Path, row: dict) -> None:
 
 def bench_configs(dataset: str, trials: int, epochs: int, folder: Path) -> tuple[Path, Path]:
     """(search config, default config) for `dataset`, written to `folder`: the base config with
-    [blend] off, plus the bench's [search] budget, or a trial's epochs and patience."""
+    [blend] off and one member (trials score one training), plus the bench's [search] budget,
+    or a trial's epochs and patience."""
     base = load_config(ROOT / DATASETS[dataset][1] if DATASETS[dataset][1] else None)
-    base = dataclasses.replace(base, blend=dataclasses.replace(base.blend, item_item="off"))
+    base = dataclasses.replace(base, blend=dataclasses.replace(base.blend, item_item="off"),
+                               model=dataclasses.replace(base.model, members=1))
     search = dataclasses.replace(base, search=dataclasses.replace(
         base.search, epochs=epochs, patience=2, median_stop=2,
         population=max(2, trials // 2), sample=2))

@@ -99,6 +99,7 @@ def test_configs_switch_the_blend_off_and_set_the_budget(tmp_path):
     shipped = bs.load_config(ROOT / "configs/movielens.toml")
     assert shipped.blend.item_item == "ease"  # the shipped file blends; the bench does not
     assert s.blend.item_item == d.blend.item_item == "off"
+    assert shipped.model.members > 1 and s.model.members == d.model.members == 1
     assert (s.search.epochs, s.search.patience, s.search.population,
             s.search.sample) == (3, 2, 3, 2)
     assert (d.train.epochs, d.train.patience) == (3, 2)

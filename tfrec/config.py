@@ -47,7 +47,10 @@ class ModelConfig(Validated):
     rely on ID, features and graph; the alignment head still trains the projection).
     edge_gates: KG relation types and interaction features gate each edge's message.
     item_bias: a learned per-item offset added to every user's score of the item (popularity;
-    with normalised embeddings the cosine alone cannot express it)."""
+    with normalised embeddings the cosine alone cannot express it).
+    members: K trainings of the model (train.seed, seed + 1, ..., seed + K - 1: other inits and
+    batch orders, the same data) scored as one: the mean of their dot products, i.e. one dot
+    product of the members' concatenated [U, K*D] / K and [I, K*D] tables (tfrec.train.members)."""
 
     kind: str = _choice("gnn", "mf", "popularity")
     dim: int = _range(64, 4, 4096)
@@ -67,8 +70,15 @@ class ModelConfig(Validated):
     text_input: str = _choice("all", "cold")
     edge_gates: bool = True
     item_bias: bool = True
+    members: int = dataclasses.field(default=1, metadata={
+        "range": (1, 64, None), "note": "trainings averaged (seeds train.seed + 0 ... K - 1)"})
 
     SECTION = "model"
+
+    def check(self):
+        if self.members > 1 and self.kind == "popularity":
+            raise TfrecError(f"config key model.members is {self.members}, but model.kind "
+                             "\"popularity\" has nothing to train: set members = 1")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -19,20 +19,24 @@ class RestoredRun:
     config: Config
     prepared: object  # tfrec.train.prepare.Prepared
     trained: object  # tfrec.train.fit.Trained
+    members: tuple = ()  # an ensemble's members 1 .. K-1 (Trained each; tfrec.train.members)
 
     def embeddings(self):
-        """(user [U, D], item [I, D], item bias [I] or None) as the run scores: its recency
-        prior (fresh/, tfrec.train.recency_prior) folded into the item bias."""
+        """(user [U, D], item [I, D], item bias [I] or None) as the run scores: an ensemble's
+        members combined (D = K * the members' width), its recency prior (fresh/,
+        tfrec.train.recency_prior) folded into the item bias."""
         from tfrec.train.fit import embeddings
+        from tfrec.train.members import combine
         from tfrec.train.recency_prior import with_prior
 
-        user, item, bias = embeddings(self.trained)
+        user, item, bias = combine([embeddings(t) for t in (self.trained, *self.members)])
         return user, item, with_prior(bias, self.run.read_item_prior())
 
 
 def restore_run(run_dir: str) -> RestoredRun:
     """Rebuilds the run's model from its run.json and restores the best checkpoint."""
     from tfrec.train.fit import build, restore_best
+    from tfrec.train.members import restore_members
     from tfrec.train.prepare import prepare
 
     run = RunDir(run_dir)
@@ -43,7 +47,8 @@ def restore_run(run_dir: str) -> RestoredRun:
     prepared = prepare(schema, config, progress=False)
     trained = build(prepared, config)
     restore_best(trained, run)
-    return RestoredRun(run, config, prepared, trained)
+    return RestoredRun(run, config, prepared, trained,
+                       tuple(restore_members(prepared, config, run)))
 
 
 def load_artifacts(run_dir: str) -> ExportArtifacts:
@@ -53,7 +58,9 @@ def load_artifacts(run_dir: str) -> ExportArtifacts:
 
 def artifacts_of(restored: RestoredRun) -> ExportArtifacts:
     """A restored run -> ExportArtifacts. Seen items are all of a user's known interactions
-    (every split)."""
+    (every split). An ensemble exports its combined tables, a text encoder giving the
+    concatenated members' text embeddings, and no ranking scorer (`score` then returns the
+    retrieval score the ensemble ranks with)."""
     from tfrec.evaluate.metrics import csr_from_pairs
 
     run, config, prepared, trained = (restored.run, restored.config, restored.prepared,
@@ -62,16 +69,8 @@ def artifacts_of(restored: RestoredRun) -> ExportArtifacts:
     s = prepared.data.schema
     indptr, indices = csr_from_pairs(prepared.split.pair_user, prepared.split.pair_item,
                                      prepared.num_users)
-    text_encoder = None
-    projection = trained.model.encoders[s.item_set].text
-    if projection is not None and config.text.mode != "off":
-        from tfrec.model.item_text import ItemTextEncoder
-        from tfrec.text import SentenceEncoder
-
-        scale = float(np.linalg.norm(item_emb, axis=1).mean())
-        # the fine-tuned backbone if it trained, else the pretrained one the run embedded with
-        sentence = trained.model.sentence_encoder or SentenceEncoder(config.text.sequence_length)
-        text_encoder = ItemTextEncoder(sentence, projection, scale)
+    text_encoder = _text_encoder(restored)
+    scorer = None if restored.members or trained.ranking is None else trained.ranking.scorer
     metrics = run.metrics_file.read_text() if run.metrics_file.is_file() else "{}"
     import json
 
@@ -81,8 +80,30 @@ def artifacts_of(restored: RestoredRun) -> ExportArtifacts:
         item_titles=prepared.data.titles(s.item_set),  # the schema's display feature
         user_embeddings=user_emb, item_embeddings=item_emb, item_bias=item_bias,
         seen_indptr=indptr.astype(np.int64), seen_indices=indices.astype(np.int64),
-        scorer=trained.ranking.scorer if trained.ranking is not None else None,
+        scorer=scorer,
         text_encoder=text_encoder, blend=run.read_blend(prepared.csr("train")),
         metadata={"schema": s.path.read_text(encoding="utf-8"), "schema_path": str(s.path),
                   "config": config.to_dict(), "metrics": json.loads(metrics),
                   "run_dir": str(run.path)})
+
+
+def _text_encoder(restored: RestoredRun):
+    """The item-text encoder of the run's model (or of each member, concatenated), or None."""
+    from tfrec.train.fit import embeddings
+
+    config, s = restored.config, restored.prepared.data.schema
+    models = (restored.trained, *restored.members)
+    projections = [t.model.encoders[s.item_set].text for t in models]
+    if projections[0] is None or config.text.mode == "off":
+        return None
+    from tfrec.model.item_text import EnsembleTextEncoder, ItemTextEncoder
+    from tfrec.text import SentenceEncoder
+
+    # each member's text lands at the mean norm of its own item embeddings
+    scales = [float(np.linalg.norm(embeddings(t)[1], axis=1).mean()) for t in models]
+    # the fine-tuned backbone if it trained, else the pretrained one the run embedded with
+    sentence = restored.trained.model.sentence_encoder or SentenceEncoder(
+        config.text.sequence_length)
+    if not restored.members:
+        return ItemTextEncoder(sentence, projections[0], scales[0])
+    return EnsembleTextEncoder(sentence, projections, scales)

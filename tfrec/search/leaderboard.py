@@ -7,6 +7,7 @@ seconds, trainable parameters, and for a failed trial why.
 """
 
 import csv
+import dataclasses
 import io
 from pathlib import Path
 
@@ -78,11 +79,14 @@ def format_table(table: list[dict], objective: str) -> str:
 
 
 def best_config(base: Config, oracle) -> tuple[str, Config] | None:
-    """(trial id, config) of the best completed trial, or None if none completed."""
+    """(trial id, config) of the best completed trial, or None if none completed; the base's
+    model.members (the trial trained one)."""
     best = [t for t in oracle.get_best_trials(1) if t.status == TrialStatus.COMPLETED]
     if not best:
         return None
-    return best[0].trial_id, trial_config(base, best[0].hyperparameters.values)
+    config = trial_config(base, best[0].hyperparameters.values)
+    return best[0].trial_id, dataclasses.replace(config, model=dataclasses.replace(
+        config.model, members=base.model.members))
 
 
 def write_best(path: Path, trial_id: str, config: Config, score: float, objective: str) -> None:
@@ -94,4 +98,7 @@ def write_best(path: Path, trial_id: str, config: Config, score: float, objectiv
                    f"(item_item = \"{config.blend.item_item}\")\n# is refitted on valid after "
                    "training: tfrec train reports the blended score (the model alone's in "
                    "metrics.json info.blend.model_alone).\n")
+    if config.model.members > 1:
+        header += (f"# The search scored one training; model.members = {config.model.members} "
+                   "(from the base config) trains that many and scores their mean.\n")
     write_text_atomic(path, header + to_toml(config))

@@ -49,12 +49,13 @@ def options(hp) -> list:
 
 def trial_config(base: Config, values: dict) -> Config:
     """`base` with a trial's values (model and train keys) and the per-trial epochs and
-    patience of base.search: the config a trial trains, and `tfrec train --config` repeats."""
+    patience of base.search: the config a trial trains, and `tfrec train --config` repeats.
+    A trial trains one model (model.members 1; best.toml gets the base's members back)."""
     s = base.search
     model = {k: v for k, v in values.items() if k in SearchConfig.MODEL_KEYS}
     train = {k: v for k, v in values.items() if k in SearchConfig.TRAIN_KEYS}
     return dataclasses.replace(
-        base, model=dataclasses.replace(base.model, **model),
+        base, model=dataclasses.replace(base.model, members=1, **model),
         train=dataclasses.replace(base.train, epochs=s.epochs, patience=s.patience, **train))
 
 

@@ -9,6 +9,7 @@ from tfrec.evaluate.harness import evaluate
 from tfrec.evaluate.scoring import embedding_score_fn
 from tfrec.model.inputs import feature_vocabularies
 from tfrec.train.blend import check_blend_size, fit_blend
+from tfrec.train.members import check_members, combine, fit_members, restore_members
 from tfrec.train.prepare import Prepared, prepare, prepare_graph, with_model_graph
 from tfrec.train.recency_prior import fit_prior, with_prior
 from tfrec.train.run_dir import RunDir
@@ -39,7 +40,8 @@ def train(schema: str, config: Config, run_dir: str, progress: bool = True,
       3. claim the run folder (run.json, vocab/), now that the data and mapping are valid;
       4. fit (from the old run's weights with `warm_start`; the GNN, or MF: the same model
          without message passing; early-stopped on the validation metric `eval.early_stop`)
-         or count popularity;
+         or count popularity; with model.members = K, K - 1 more fits with other seeds into
+         RUN_DIR/members/k/, scored as one (tfrec.train.members);
       5. a warm run ([fresh] prior "auto"): the recency prior of the items the update
          brought in, chosen on valid and folded into the item bias (tfrec.train.recency_prior);
          with [blend] item_item on, fit the item-item model on the training interactions and
@@ -50,6 +52,7 @@ def train(schema: str, config: Config, run_dir: str, progress: bool = True,
          final model's VALIDATION metrics; test is logged beside, never declared to HParams)
          and the item embeddings for the projector (item id and display title).
     """
+    check_members(config, warm_start)
     warm = None
     if warm_start is not None:
         from tfrec.train.warm_start import WarmStart
@@ -99,6 +102,10 @@ def _train(schema: str, config: Config, run: RunDir, progress: bool, log,
         trained, report = fit(prepared, fit_config, run, progress, log, init=init,
                               start_step=0 if warm is None else warm.start_step)
         user_emb, item_emb, item_bias = embeddings(trained)
+        if config.model.members > 1:
+            (user_emb, item_emb, item_bias), more = fit_members(
+                prepared, config, run, (user_emb, item_emb, item_bias), progress, log)
+            info["members"] = [dataclasses.asdict(report), *more]  # each one's fit alone
         if warm is not None and config.fresh.prior != "off":
             prior, prior_info = fit_prior(prepared, config, warm.old, embedding_score_fn(
                 user_emb, item_emb, item_bias), log)
@@ -164,7 +171,8 @@ def evaluate_run(run_dir: str, progress: bool = False) -> dict:
 
         trained = build(prepared, config)
         restore_best(trained, run)
-        user_emb, item_emb, item_bias = embeddings(trained)
+        user_emb, item_emb, item_bias = combine(
+            [embeddings(t) for t in [trained, *restore_members(prepared, config, run)]])
         scores = embedding_score_fn(user_emb, item_emb,
                                     with_prior(item_bias, run.read_item_prior()))
     blend = run.read_blend(prepared.csr("train"))
