@@ -4,6 +4,7 @@ Two exports per module: `full` (a Keras scorer + a keras-nlp text encoder) and `
 product, no text encoder), 5 users x 12 items x D=4; user "u4" has no seen items.
 """
 
+import dataclasses
 import json
 import os
 import re
@@ -78,6 +79,17 @@ def test_history_uses_mean_of_history_items_and_excludes_them(full):
     rows = [[3, 7], [11]]
     queries = np.stack([artifacts.item_embeddings[r].mean(axis=0) for r in rows])
     _check_top_k(out, artifacts, retrieval_scores(artifacts, queries), rows, 4)
+
+
+def test_history_query_of_an_ensemble_is_scaled(tmp_path):
+    """history_scale 1/3 (three members side by side): query = mean of the history items / 3,
+    so the item bias weighs as in each member's own history score."""
+    artifacts = dataclasses.replace(make_artifacts(), history_scale=1 / 3)
+    model = tf.saved_model.load(str(export_model(artifacts, tmp_path)))
+    out = model.signatures["history"](history=tf.constant([["item-3", "item-7"]]),
+                                      k=tf.constant(4))
+    query = artifacts.item_embeddings[[3, 7]].mean(axis=0, keepdims=True) / 3
+    _check_top_k(out, artifacts, retrieval_scores(artifacts, query), [[3, 7]], 4)
 
 
 def test_score_applies_the_scorer_to_every_pair(full):

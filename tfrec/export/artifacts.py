@@ -35,6 +35,9 @@ class ExportArtifacts:
       blend: optional tfrec.evaluate.blend.Blend (item_item B [I, I], the users' training
         history CSR over [U + 1] rows, weight, method): serving_default, history and score
         rank with the blended scores, as evaluation did; None = the retrieval score alone.
+      history_scale: multiplies the history signature's query (the mean of the history's item
+        embeddings): 1 / K for an ensemble of K members (tfrec.train.members), whose item
+        tables sit side by side, so that its history score is the mean of the members' ones.
     """
 
     user_ids: np.ndarray
@@ -49,6 +52,7 @@ class ExportArtifacts:
     metadata: dict = dataclasses.field(default_factory=dict)
     item_bias: np.ndarray | None = None
     blend: Any = None
+    history_scale: float = 1.0
 
 
 def validate_artifacts(a: ExportArtifacts) -> None:

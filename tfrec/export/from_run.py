@@ -82,6 +82,7 @@ def artifacts_of(restored: RestoredRun) -> ExportArtifacts:
         seen_indptr=indptr.astype(np.int64), seen_indices=indices.astype(np.int64),
         scorer=scorer,
         text_encoder=text_encoder, blend=run.read_blend(prepared.csr("train")),
+        history_scale=1.0 / (1 + len(restored.members)),
         metadata={"schema": s.path.read_text(encoding="utf-8"), "schema_path": str(s.path),
                   "config": config.to_dict(), "metrics": json.loads(metrics),
                   "run_dir": str(run.path)})

@@ -92,6 +92,7 @@ class ServingModule(tf.Module):
 
         # === Keras parts: called untracked, their state tracked (see _KerasState) ===
         self._parts = _Untracked(scorer=artifacts.scorer, text_encoder=artifacts.text_encoder)
+        self._history_scale = float(artifacts.history_scale)
 
     def signatures(self) -> dict:
         """{name: concrete function} for `tf.saved_model.save(..., signatures=...)`.
@@ -125,7 +126,8 @@ class ServingModule(tf.Module):
     def history(self, history, k):
         """history [B, L] item ids ("" pads), k -> item_ids, scores, titles [B, k].
 
-        The query is the mean embedding of the row's history items (scores: dot + item bias,
+        The query is the mean embedding of the row's history items, times history_scale
+        (scores: dot + item bias,
         blended with the history's item-item scores if the model has a blend); the history
         items are excluded.
         """
@@ -142,6 +144,7 @@ class ServingModule(tf.Module):
             vectors = tf.gather(self.item_embeddings, tf.maximum(rows, 0))  # [B, L, D]
         vectors *= tf.cast(present, tf.float32)[..., tf.newaxis]
         query = tf.reduce_sum(vectors, axis=1) / tf.maximum(counts, 1.0)[:, tf.newaxis]  # [B, D]
+        query *= self._history_scale  # 1 / K for an ensemble (ExportArtifacts)
         where = tf.where(present)  # [n, 2] (row, position)
         batch, items = where[:, 0], tf.gather_nd(rows, where)
         scores = self._blended(self._retrieval_scores(query), batch, items)
