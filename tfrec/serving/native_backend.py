@@ -34,7 +34,7 @@ log = logging.getLogger("tfrec.serving")
 
 _PREDICTION = "/tensorflow.serving.PredictionService/"
 _MONITORING = "/tfrec.native.Monitoring/"
-AVAILABLE = 30  # ModelVersionStatus.State
+AVAILABLE = get_model_status_pb2.ModelVersionStatus.AVAILABLE
 _KEPT_VERSIONS = 16  # signature dtypes kept for this many versions
 
 
