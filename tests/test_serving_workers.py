@@ -65,11 +65,18 @@ class Served:
         self.address = line.split(" on ")[1].split(",")[0]
         self.rest = f"http://127.0.0.1:{line.split('REST on port ')[1].split()[0]}"
 
-    def workers(self) -> list[int]:
-        """The pids of the workers serving now (the supervisor logs each one it started)."""
-        started = dict(re.findall(r"INFO worker (\d) \(pid (\d+)\) serves version",
-                                  "".join(self.log)))
-        return sorted(int(pid) for pid in started.values() if Path(f"/proc/{pid}").exists())
+    def workers(self, expected: int = 2, wait: float = 10.0) -> list[int]:
+        """The pids of the workers serving now (the supervisor logs each one it started);
+        waits up to `wait` s for `expected` of them, as stderr is read by its own thread and
+        may lag the ready line on stdout."""
+        deadline = time.monotonic() + wait
+        while True:
+            started = dict(re.findall(r"INFO worker (\d) \(pid (\d+)\) serves version",
+                                      "".join(self.log)))
+            pids = sorted(int(p) for p in started.values() if Path(f"/proc/{p}").exists())
+            if len(pids) >= expected or time.monotonic() > deadline:
+                return pids
+            time.sleep(0.05)
 
     def answers(self) -> list[predict_pb2.PredictResponse]:
         """One serving_default call for user u<i> (k=5) on each of 16 fresh connections."""
